@@ -1,0 +1,121 @@
+// What every worker shares: the config/auth snapshot, the pools, the cancel
+// registry, id counters. Owned by App; passed by reference, never global.
+#pragma once
+
+#include "pgrouter/auth/auth.hpp"
+#include "pgrouter/config/config.hpp"
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ssl/context.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace pgrouter::pool {
+class Pool;
+class PoolRegistry;
+}
+namespace pgrouter::session {
+class ClientSession;
+class CancelRegistry;
+}
+
+namespace pgrouter::app {
+
+namespace asio = boost::asio;
+
+// Immutable; replaced whole on RELOAD.
+struct Snapshot {
+    std::shared_ptr<const config::Config> config;
+    std::map<std::string, auth::Credential> users;  // auth_file
+    std::vector<auth::HbaRule> hba;
+    std::shared_ptr<asio::ssl::context> client_tls;  // null when client TLS is disabled
+    std::shared_ptr<asio::ssl::context> server_tls;  // null when server TLS is disabled
+    std::uint64_t generation = 0;
+};
+
+// Builds a snapshot from a config (reads auth_file, hba, TLS files). Errors are
+// returned as messages; nothing is published on error.
+std::shared_ptr<const Snapshot> build_snapshot(std::shared_ptr<const config::Config> cfg, std::uint64_t generation,
+                                               std::vector<std::string>& errors);
+
+// Fixed-size I/O buffers lent to sessions only while data moves, so idle
+// clients hold none. One per worker, used from its thread only.
+class BufferPool {
+public:
+    static constexpr std::size_t kSize = 32 * 1024;
+    struct Lease {
+        BufferPool* pool = nullptr;
+        char* data = nullptr;
+        Lease() = default;
+        Lease(BufferPool* p, char* d) : pool(p), data(d) {}
+        Lease(Lease&& o) noexcept : pool(o.pool), data(o.data) { o.data = nullptr; }
+        Lease& operator=(Lease&& o) noexcept {
+            std::swap(pool, o.pool);
+            std::swap(data, o.data);
+            return *this;
+        }
+        ~Lease() {
+            if (data) pool->put(data);
+        }
+    };
+    Lease get();
+    ~BufferPool();
+
+private:
+    void put(char* d);
+    std::vector<char*> free_;
+};
+
+class Runtime;
+
+class Worker {
+public:
+    Worker(Runtime& rt, int index);
+    Worker(const Worker&) = delete;
+    asio::io_context& ctx() { return ctx_; }
+    int index() const { return index_; }
+    Runtime& runtime() { return rt_; }
+    BufferPool& buffers() { return buffers_; }
+    // Sessions living on this worker (for the janitor and admin); touched on this thread only.
+    std::list<std::weak_ptr<session::ClientSession>>& sessions() { return sessions_; }
+    void start();
+    void join();
+
+private:
+    Runtime& rt_;
+    int index_;
+    asio::io_context ctx_{1};
+    BufferPool buffers_;
+    std::list<std::weak_ptr<session::ClientSession>> sessions_;
+    std::thread thread_;
+};
+
+class Runtime {
+public:
+    std::shared_ptr<const Snapshot> snapshot() const { return snapshot_.load(std::memory_order_acquire); }
+    void publish(std::shared_ptr<const Snapshot> s) { snapshot_.store(std::move(s), std::memory_order_release); }
+
+    std::vector<std::unique_ptr<Worker>> workers;
+    std::unique_ptr<pool::PoolRegistry> pools;
+    std::unique_ptr<session::CancelRegistry> cancels;
+    std::atomic<std::uint64_t> next_id{1};  // client and server connections share it
+    std::atomic<int> client_count{0};
+    std::atomic<bool> shutting_down{false};
+    std::atomic<bool> paused{false};
+
+    Runtime();
+    ~Runtime();
+
+private:
+    std::atomic<std::shared_ptr<const Snapshot>> snapshot_;
+};
+
+}  // namespace pgrouter::app

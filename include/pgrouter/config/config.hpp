@@ -1,0 +1,244 @@
+// The configuration model: plain structs with defaults. Field names are the
+// TOML key names (SPEC §2). Both loaders (TOML and pgbouncer.ini) fill this.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+namespace pgrouter::config {
+
+enum class PoolMode { session, transaction, statement };
+enum class AuthType { trust, md5, scram_sha_256, hba, cert, plain };
+enum class LogFormat { text, json };
+enum class SslMode { disable, allow, prefer, require, verify_ca, verify_full };
+enum class Route { primary, replica, auto_ };
+enum class ReplicaFallback { primary, error };
+enum class DiscoveryType { static_, consul, patroni };
+
+const char* to_string(PoolMode);
+const char* to_string(AuthType);
+const char* to_string(SslMode);
+std::optional<PoolMode> parse_pool_mode(std::string_view);
+std::optional<AuthType> parse_auth_type(std::string_view);
+std::optional<SslMode> parse_ssl_mode(std::string_view);
+
+struct Settings {  // [pgrouter]
+    std::vector<std::string> listen_addr{"0.0.0.0"};
+    int listen_port = 6432;
+    std::string unix_socket_dir = "/tmp";
+    int workers = 0;
+    AuthType auth_type = AuthType::scram_sha_256;
+    std::string auth_file;
+    std::string auth_hba_file;
+    std::string auth_user;
+    std::string auth_query = "SELECT usename, passwd FROM pg_shadow WHERE usename=$1";
+    std::vector<std::string> admin_users{"pgbouncer"};
+    std::vector<std::string> stats_users;
+    PoolMode pool_mode = PoolMode::transaction;
+    int default_pool_size = 20;
+    int min_pool_size = 0;
+    int reserve_pool_size = 0;
+    double reserve_pool_timeout = 5.0;
+    int max_client_conn = 10000;
+    int max_db_connections = 0;
+    int max_user_connections = 0;
+    int max_prepared_statements = 200;
+    std::string server_reset_query = "DISCARD ALL";
+    bool server_reset_query_always = false;
+    std::string server_check_query;
+    double server_check_delay = 30.0;
+    double server_lifetime = 3600.0;
+    double server_idle_timeout = 600.0;
+    double server_connect_timeout = 15.0;
+    double server_login_retry = 15.0;
+    double query_timeout = 0.0;
+    double query_wait_timeout = 120.0;
+    double client_idle_timeout = 0.0;
+    double client_login_timeout = 60.0;
+    double idle_transaction_timeout = 0.0;
+    double shutdown_timeout = 30.0;
+    std::vector<std::string> ignore_startup_parameters{"extra_float_digits"};
+    bool application_name_add_host = false;
+    bool log_connections = true;
+    bool log_disconnections = true;
+    LogFormat log_format = LogFormat::text;
+    std::string logfile;
+    std::string pidfile;
+    double stats_period = 60.0;
+    std::string metrics_listen;
+};
+
+struct TlsSettings {  // [tls]
+    SslMode client_tls_sslmode = SslMode::disable;
+    std::string client_tls_cert_file;
+    std::string client_tls_key_file;
+    std::string client_tls_ca_file;
+    SslMode server_tls_sslmode = SslMode::prefer;
+    std::string server_tls_ca_file;
+    std::string server_tls_cert_file;
+    std::string server_tls_key_file;
+};
+
+struct DiscoveryConfig {  // [clusters.X.discovery]
+    DiscoveryType type = DiscoveryType::static_;
+    std::string consul_url = "http://127.0.0.1:8500";
+    std::string consul_service = "postgresql-ha";
+    std::vector<std::string> consul_primary_tags{"master", "primary"};
+    std::vector<std::string> consul_replica_tags{"replica"};
+    std::string consul_token_file;
+    std::string consul_datacenter;
+    double consul_wait = 60.0;
+    std::vector<std::string> patroni_urls;
+};
+
+struct HostPort {
+    std::string host;  // hostname, IP, or a unix socket directory (starts with '/')
+    int port = 5432;
+    bool operator==(const HostPort&) const = default;
+};
+
+struct ClusterConfig {  // [clusters.X]
+    std::string name;
+    std::optional<HostPort> primary;
+    std::vector<HostPort> replicas;
+    double health_check_period = 1.0;
+    std::int64_t max_replica_lag = 16 * 1024 * 1024;
+    ReplicaFallback replica_fallback = ReplicaFallback::primary;
+    double failover_timeout = 30.0;
+    DiscoveryConfig discovery;
+};
+
+struct DatabaseConfig {  // [databases.X]
+    std::string name;                 // what clients name
+    std::string cluster;              // either cluster ...
+    std::string host;                 // ... or host/port: a loaded Config has exactly one of the two
+                                      // (pgbouncer.ini: no host= means host = unix_socket_dir)
+    int port = 5432;
+    std::string dbname;               // server-side name; empty = name
+    Route route = Route::auto_;
+    int pool_size = -1;               // -1 = default_pool_size
+    int min_pool_size = -1;
+    int reserve_pool_size = -1;
+    std::optional<PoolMode> pool_mode;
+    std::string user;                 // forced server user
+    std::string password;             // forced server password (pgbouncer.ini password=)
+    int max_db_connections = -1;
+    std::string auth_user;
+    std::string client_encoding, datestyle, timezone, application_name;  // connect-time params (ini)
+    std::string connect_query;        // run once on each new server connection (ini connect_query=)
+};
+
+struct UserConfig {  // [users.X]
+    std::string name;
+    std::optional<PoolMode> pool_mode;
+    int max_user_connections = -1;
+};
+
+struct Config {
+    std::string path;  // the file it was loaded from
+    Settings settings;
+    TlsSettings tls;
+    std::map<std::string, ClusterConfig> clusters;
+    std::map<std::string, DatabaseConfig> databases;
+    std::map<std::string, UserConfig> users;
+    // "*" database fallback (PgBouncer's wildcard line), when present. Its name is "*"
+    // and its dbname stays empty: the server database is the one the client asked for.
+    std::optional<DatabaseConfig> fallback_database;
+};
+
+// One problem found while loading: `file:line: key: reason`.
+struct Problem {
+    std::string file;
+    int line = 0;  // 0 = unknown
+    std::string key;
+    std::string reason;
+    bool warning = false;  // unsupported-but-harmless keys (e.g. from pgbouncer.ini)
+    std::string to_string() const;
+};
+
+struct LoadResult {
+    std::optional<Config> config;   // set when there are no errors (warnings allowed)
+    std::vector<Problem> problems;  // errors and warnings
+    bool ok() const { return config.has_value(); }
+};
+
+// Loads `path`: TOML, or pgbouncer.ini when it ends in ".ini". Validates types,
+// ranges, unknown keys, cross references (cluster names) and that the files it
+// names exist and are readable. Never throws.
+LoadResult load_file(const std::string& path);
+LoadResult load_toml_string(std::string_view text, const std::string& path_for_messages);
+LoadResult load_ini_string(std::string_view text, const std::string& path_for_messages);
+
+// Parses "16MB", "1GB", "512kB", "123" (bytes); nullopt on bad input.
+std::optional<std::int64_t> parse_size(std::string_view);
+
+// Effective values for a (database, user) pair.
+PoolMode effective_pool_mode(const Config&, const DatabaseConfig&, const std::string& user);
+int effective_pool_size(const Config&, const DatabaseConfig&);
+
+// ---- Added by the config module (nothing above was renamed) -----------------
+
+const char* to_string(LogFormat);
+const char* to_string(Route);
+const char* to_string(ReplicaFallback);
+const char* to_string(DiscoveryType);
+std::optional<LogFormat> parse_log_format(std::string_view);
+std::optional<Route> parse_route(std::string_view);
+std::optional<ReplicaFallback> parse_replica_fallback(std::string_view);
+std::optional<DiscoveryType> parse_discovery_type(std::string_view);
+
+// "host:port", "[v6addr]:port", "host" (port 5432), "/unix/socket/dir" or
+// "/unix/socket/dir:port". nullopt on bad input (empty, port out of 1..65535, "::1").
+std::optional<HostPort> parse_host_port(std::string_view);
+std::string to_string(const HostPort&);  // parse_host_port's inverse
+
+// One key at a time: both loaders use these, and so can admin `SET key = value`.
+// A value as TOML types it, or text (pgbouncer.ini, admin SET) parsed per the key's type.
+struct SettingValue {
+    std::variant<bool, std::int64_t, double, std::string, std::vector<std::string>> data;
+    bool is_text = false;
+    static SettingValue text(std::string s) { return SettingValue{std::move(s), true}; }
+};
+enum class SetStatus { ok, unknown_key, bad_value };
+struct SetResult {
+    SetStatus status = SetStatus::ok;
+    std::string reason;  // for bad_value, e.g. "must be between 1 and 65535"
+    bool ok() const { return status == SetStatus::ok; }
+};
+// section: "pgrouter" (Settings), "tls" (TlsSettings) or "" (either). The target is
+// unchanged unless the result is ok.
+SetResult set_setting(Config&, std::string_view section, std::string_view key, const SettingValue&);
+SetResult set_database_key(DatabaseConfig&, std::string_view key, const SettingValue&);
+SetResult set_user_key(UserConfig&, std::string_view key, const SettingValue&);
+SetResult set_cluster_key(ClusterConfig&, std::string_view key, const SettingValue&);  // not "discovery"
+SetResult set_discovery_key(DiscoveryConfig&, std::string_view key, const SettingValue&);
+
+// Reads a whole file (config, %include, or a file the config names). On failure:
+// nullopt and `error` = "cannot read PATH: strerror" (a directory fails too).
+std::optional<std::string> read_config_file(const std::string& path, std::string& error);
+
+// Where a key was written, for messages. Keyed by its TOML path ("pgrouter.auth_file",
+// "tls.client_tls_ca_file", "databases.app.cluster", "databases.app" for the section);
+// `key` is the name to show (a pgbouncer.ini key shows as "pgbouncer.auth_file").
+struct KeySource {
+    std::string file;
+    int line = 0;
+    std::string key;
+};
+using KeySources = std::map<std::string, KeySource>;
+
+// Checks a filled Config as a whole and completes it: names from section names,
+// dbname defaults, relative file paths made absolute against the directory of the
+// file that set them (else of cfg.path), those files readable, cross references
+// (clusters), combinations (auth_type "hba" needs auth_hba_file, TLS modes need
+// their files). Both loaders call it; returns errors only. `already`: problems found
+// before; nothing is reported again for a key, or a section, that has one of them.
+std::vector<Problem> validate(Config& cfg, const KeySources& sources = {},
+                              const std::vector<Problem>& already = {});
+
+}  // namespace pgrouter::config

@@ -1,0 +1,63 @@
+// A byte stream to a client or a server: TCP, unix socket, or TLS over TCP.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/stream.hpp>
+
+#include <memory>
+#include <string>
+#include <system_error>
+#include <variant>
+
+namespace pgrouter::net {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using unix_socket = asio::local::stream_protocol::socket;
+using ssl_stream = asio::ssl::stream<tcp::socket>;
+using boost::system::error_code;
+
+class Stream {
+public:
+    // Sockets are switched to non-blocking mode (write_all tries a direct write
+    // first) and TCP ones get TCP_NODELAY.
+    explicit Stream(tcp::socket s);
+    explicit Stream(unix_socket s);
+    Stream(Stream&&) = default;
+    Stream& operator=(Stream&&) = default;
+
+    // Wraps the TCP socket in TLS and runs the handshake (client or server role).
+    asio::awaitable<error_code> tls_handshake(asio::ssl::context& ctx, asio::ssl::stream_base::handshake_type type,
+                                              const std::string& sni);
+    // Waits until the stream is readable (TLS: returns at once, the TLS layer may hold data).
+    asio::awaitable<error_code> wait_readable();
+    asio::awaitable<std::pair<error_code, std::size_t>> read_some(asio::mutable_buffer buf);
+    asio::awaitable<error_code> write_all(asio::const_buffer buf);
+    // Non-blocking attempt to write everything; returns bytes written (may be partial).
+    std::size_t try_write(asio::const_buffer buf, error_code& ec);
+
+    void cancel();
+    void close();
+    bool is_open() const;
+    bool is_unix() const { return std::holds_alternative<unix_socket>(s_); }
+    bool is_tls() const { return std::holds_alternative<std::unique_ptr<ssl_stream>>(s_); }
+    int native_handle();
+    // Detaches the plain socket from its io_context and re-creates it on another
+    // (moving a connection between workers). Not possible for TLS: returns false.
+    bool rebind(asio::io_context& ctx);
+    // Peer address text ("127.0.0.1:5432" / "unix"); client certificate CN when TLS.
+    std::string peer_address() const;
+    std::string peer_ip() const;
+    std::string peer_cert_common_name() const;
+    bool peer_cert_verified() const;
+    SSL* ssl_handle();
+
+private:
+    std::variant<tcp::socket, unix_socket, std::unique_ptr<ssl_stream>> s_;
+};
+
+}  // namespace pgrouter::net

@@ -1,0 +1,180 @@
+// A pool of server connections for one (database, user). Shared by all workers:
+// each worker keeps its own idle list (no lock on the fast path); the global
+// count, waiters and limits sit behind one mutex taken only on the slow path.
+#pragma once
+
+#include "pgrouter/auth/auth.hpp"
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace pgrouter::app {
+class Worker;
+class Runtime;
+}
+namespace pgrouter::session {
+class ServerConnection;
+}
+
+namespace pgrouter::pool {
+
+namespace asio = boost::asio;
+using Clock = std::chrono::steady_clock;
+using session::ServerConnection;
+
+// Where and how this pool's servers connect. Immutable; swapped on reload or failover.
+struct Target {
+    std::string host;  // IP/hostname, or a unix socket directory when it starts with '/'
+    int port = 5432;
+    std::string dbname;
+    std::string user;  // server-side user
+    std::optional<auth::Credential> credential;  // password for the server login
+    std::uint64_t generation = 0;               // bumped whenever any of the above changes
+    bool unix_socket() const { return !host.empty() && host[0] == '/'; }
+};
+
+struct Settings {
+    int pool_size = 20;
+    int min_pool_size = 0;
+    int reserve_pool_size = 0;
+    double reserve_pool_timeout = 5.0;
+    double server_connect_timeout = 15.0;
+    double server_login_retry = 15.0;
+    double server_lifetime = 3600.0;
+    double server_idle_timeout = 600.0;
+    double server_check_delay = 30.0;
+    std::string server_check_query;
+};
+
+// A global cap shared by several pools (max_db_connections, max_user_connections).
+struct Limit {
+    std::atomic<int> count{0};
+    std::atomic<int> max{0};  // 0 = unlimited
+    bool try_acquire();
+    void release() { count.fetch_sub(1); }
+};
+
+struct AcquireResult {
+    std::unique_ptr<ServerConnection> server;
+    std::string sqlstate;  // set on failure
+    std::string message;
+};
+
+class Pool : public std::enable_shared_from_this<Pool> {
+public:
+    Pool(app::Runtime& rt, std::string database, std::string user, std::shared_ptr<Limit> db_limit,
+         std::shared_ptr<Limit> user_limit);
+    ~Pool();
+
+    const std::string& database() const { return database_; }
+    const std::string& user() const { return user_; }
+
+    // Runs on worker `w`: an idle server of this worker, a new one, a migrated one, or an error.
+    asio::awaitable<AcquireResult> acquire(app::Worker& w, Clock::time_point deadline);
+    // A clean server goes back (or straight to a waiter); anything doubtful is discarded.
+    void release(app::Worker& w, std::unique_ptr<ServerConnection> s);
+    void discard(app::Worker& w, std::unique_ptr<ServerConnection> s);
+
+    void configure(const Settings& s, std::shared_ptr<const Target> target);
+    std::shared_ptr<const Target> target() const { return target_.load(); }
+    Settings settings() const;
+
+    // ParameterStatus values of a fresh server login, sent to clients at their login.
+    std::optional<std::vector<std::pair<std::string, std::string>>> welcome() const;
+    void set_welcome(std::vector<std::pair<std::string, std::string>> w);
+    // SCRAM keys recovered from a client login, reused for server logins.
+    void set_scram_keys(auth::Bytes client_key, auth::Bytes server_key);
+    std::optional<std::pair<auth::Bytes, auth::Bytes>> scram_keys() const;
+
+    // Every second on each worker: closes idle servers past their lifetime or
+    // idle timeout, grants reserve slots to clients that waited too long.
+    void janitor(app::Worker& w);
+    // Closes idle servers of this worker now (RECONNECT, failover) and marks busy ones.
+    void close_idle(app::Worker& w);
+
+    // At exit, after the workers stopped: drops every idle server.
+    void drop_idle();
+
+    struct Counts {
+        int total = 0, idle = 0, waiting = 0;
+    };
+    Counts counts() const;
+
+private:
+    struct Waiter;
+    struct Shard {
+        std::vector<std::unique_ptr<ServerConnection>> idle;  // LIFO; owner thread only
+        std::atomic<int> idle_count{0};
+    };
+    bool try_reserve_slot_locked(bool allow_reserve);
+    void release_slot_locked();
+    asio::awaitable<AcquireResult> connect_new(app::Worker& w, Clock::time_point deadline);
+    bool usable(const ServerConnection& s, Clock::time_point now) const;
+    // Hands `s` to the oldest waiter (moving it to the waiter's worker); false when none waits.
+    bool deliver(app::Worker& w, std::unique_ptr<ServerConnection>& s);
+    void grant_slot_to_waiter_locked();
+    void offer(app::Worker& w);
+    void offer_from_others(app::Worker& w);
+
+    app::Runtime& rt_;
+    std::string database_, user_;
+    std::shared_ptr<Limit> db_limit_, user_limit_;
+    std::vector<std::unique_ptr<Shard>> shards_;
+    std::atomic<std::shared_ptr<const Target>> target_;
+
+    std::atomic<std::shared_ptr<const Settings>> settings_ptr_{std::make_shared<const Settings>()};
+    mutable std::mutex m_;  // guards everything below
+    Settings settings_;
+    int total_ = 0;
+    std::deque<std::shared_ptr<Waiter>> waiters_;
+    std::atomic<int> n_waiters_{0};
+    std::optional<std::vector<std::pair<std::string, std::string>>> welcome_;
+    std::optional<std::pair<auth::Bytes, auth::Bytes>> scram_keys_;
+    struct Failure {
+        Clock::time_point at;
+        std::uint64_t generation = 0;
+        std::string sqlstate, message;
+    };
+    std::optional<Failure> last_failure_;
+};
+
+// All pools, created on first use by a client login.
+class PoolRegistry {
+public:
+    explicit PoolRegistry(app::Runtime& rt) : rt_(rt) {}
+    std::shared_ptr<Pool> get(const std::string& database, const std::string& user) const;
+    // Creates it (configured by `setup`) when missing.
+    template <class Setup>
+    std::shared_ptr<Pool> get_or_create(const std::string& database, const std::string& user, Setup&& setup) {
+        std::lock_guard lk(m_);
+        auto& p = pools_[{database, user}];
+        if (!p) {
+            p = std::make_shared<Pool>(rt_, database, user, limit_locked(db_limits_, database),
+                                       limit_locked(user_limits_, user));
+            setup(*p);
+        }
+        return p;
+    }
+    std::vector<std::shared_ptr<Pool>> all() const;
+    std::shared_ptr<Limit> db_limit(const std::string& db);
+    std::shared_ptr<Limit> user_limit(const std::string& user);
+
+private:
+    std::shared_ptr<Limit> limit_locked(std::map<std::string, std::shared_ptr<Limit>>& m, const std::string& k);
+    app::Runtime& rt_;
+    mutable std::mutex m_;
+    std::map<std::pair<std::string, std::string>, std::shared_ptr<Pool>> pools_;
+    std::map<std::string, std::shared_ptr<Limit>> db_limits_, user_limits_;
+};
+
+}  // namespace pgrouter::pool

@@ -1,0 +1,106 @@
+// One client connection: login, then the serving loop. The session coroutine
+// (client -> server) and, while a server is linked, the pump coroutine
+// (server -> client) run on the same worker thread and share this object.
+#pragma once
+
+#include "pgrouter/net/stream.hpp"
+#include "pgrouter/protocol/scanner.hpp"
+#include "pgrouter/session/params.hpp"
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace pgrouter::app {
+class Worker;
+struct Snapshot;
+}
+namespace pgrouter::config {
+struct DatabaseConfig;
+enum class PoolMode;
+}
+namespace pgrouter::pool {
+class Pool;
+}
+
+namespace pgrouter::session {
+
+namespace asio = boost::asio;
+class ServerConnection;
+using Clock = std::chrono::steady_clock;
+
+class ClientSession : public std::enable_shared_from_this<ClientSession> {
+public:
+    ClientSession(app::Worker& w, net::Stream s, std::uint64_t id);
+    ~ClientSession();
+    // Spawns the session on worker `w`.
+    static void start(app::Worker& w, net::Stream s);
+
+    // Called every second by the worker's janitor: timeouts and shutdown.
+    void janitor(Clock::time_point now);
+    // A CancelRequest named this session: forward it to the linked server, if any.
+    void forward_cancel();
+    // Ends the session with a pooler error (sent when the protocol allows it).
+    void kill(std::string_view state, std::string message);
+
+    std::uint64_t id() const { return id_; }
+    const std::string& user() const { return user_; }
+    const std::string& database() const { return database_; }
+    bool linked() const { return server_ != nullptr; }
+
+private:
+    asio::awaitable<void> run();
+    asio::awaitable<bool> read_startup(Clock::time_point deadline);
+    asio::awaitable<bool> authenticate(Clock::time_point deadline);
+    asio::awaitable<bool> attach(Clock::time_point deadline);
+    asio::awaitable<bool> read_auth_message(std::string& body, Clock::time_point deadline);
+    asio::awaitable<bool> auth_password_exchange(int method, Clock::time_point deadline);
+    asio::awaitable<void> serve();
+    asio::awaitable<bool> link();
+    asio::awaitable<void> pump();
+    asio::awaitable<void> finish();
+    asio::awaitable<void> release_server();
+    bool releasable() const;
+    asio::awaitable<void> send(const std::string& bytes);
+    asio::awaitable<void> fail(std::string_view state, std::string message);
+    void handle_cancel_request(std::uint32_t pid, std::uint32_t key);
+
+    app::Worker& worker_;
+    net::Stream client_;
+    std::uint64_t id_;
+    std::uint32_t cancel_key_ = 0;
+    std::shared_ptr<const app::Snapshot> snap_;
+    std::string user_, database_;
+    std::string login_buf_;
+    std::vector<std::pair<std::string, std::string>> startup_params_;
+    std::vector<std::string> unrecognized_options_;
+    std::uint32_t requested_minor_ = 0;
+    bool read_only_intent_ = false;
+    std::optional<std::pair<std::vector<std::uint8_t>, std::vector<std::uint8_t>>> scram_keys_;
+    ParamSet client_params_;
+    std::shared_ptr<pool::Pool> pool_;
+    int pool_mode_ = 1;  // config::PoolMode as int: 0 session, 1 transaction, 2 statement
+    bool registered_cancel_ = false;
+
+    // Serving state
+    std::unique_ptr<ServerConnection> server_;
+    protocol::FrontendScanner fscan_;
+    protocol::BackendScanner bscan_;
+    int pending_ = 0;          // sync points sent and not yet answered by ReadyForQuery
+    char txn_status_ = 'I';    // from the last ReadyForQuery
+    bool writing_ = false;     // the session coroutine is writing to the server
+    bool pump_running_ = false;
+    bool stop_pump_ = false;
+    bool client_broken_ = false;  // a write to the client failed or was cut
+    asio::steady_timer pump_done_;
+    bool closing_ = false;
+    std::optional<std::pair<std::string, std::string>> kill_reason_;
+    Clock::time_point last_activity_, query_started_, last_ready_;
+    friend class CancelRegistryAccess;
+};
+
+}  // namespace pgrouter::session

@@ -1,0 +1,105 @@
+// One connection to a PostgreSQL server: login, the pooler's own queries, and
+// the state the pooler tracks (parameters, backend key, age).
+#pragma once
+
+#include "pgrouter/auth/auth.hpp"
+#include "pgrouter/net/stream.hpp"
+#include "pgrouter/session/params.hpp"
+
+#include <boost/asio/awaitable.hpp>
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace pgrouter::app {
+class Worker;
+}
+namespace pgrouter::pool {
+struct Target;
+}
+
+namespace pgrouter::session {
+
+namespace asio = boost::asio;
+using Clock = std::chrono::steady_clock;
+
+// Outcome of a login or of a pooler query.
+struct ServerResult {
+    bool ok = false;
+    std::string sqlstate;  // on failure: the server's, or 08006 for transport problems
+    std::string message;
+};
+
+// Counts cancel requests in flight for this server, so the server is not handed
+// to another client until they have been delivered.
+struct CancelGate {
+    int in_flight = 0;
+};
+
+class ServerConnection {
+public:
+    ServerConnection(std::uint64_t id, net::Stream stream);
+    ~ServerConnection();
+
+    // Connects and logs in (trust, cleartext, md5, SCRAM; TLS per server_tls_sslmode).
+    // `scram_keys` are used for SCRAM when the credential holds only a SCRAM secret.
+    static asio::awaitable<std::pair<std::unique_ptr<ServerConnection>, ServerResult>> connect(
+        app::Worker& w, const pool::Target& target,
+        const std::optional<std::pair<auth::Bytes, auth::Bytes>>& scram_keys, Clock::time_point deadline);
+
+    // Runs `sql` with the simple protocol and reads up to ReadyForQuery, tracking
+    // ParameterStatus. Responses are not forwarded anywhere.
+    asio::awaitable<ServerResult> query(const std::string& sql, Clock::time_point deadline);
+
+    // Sends a CancelRequest for this server's backend on a new connection.
+    static asio::awaitable<void> send_cancel(asio::any_io_executor ex, std::string host, int port,
+                                             std::uint32_t pid, std::uint32_t key);
+
+    net::Stream& stream() { return stream_; }
+    std::uint64_t id() const { return id_; }
+    std::uint32_t backend_pid() const { return backend_pid_; }
+    std::uint32_t backend_key() const { return backend_key_; }
+    ParamSet& params() { return params_; }
+    const std::vector<std::pair<std::string, std::string>>& login_params() const { return login_params_; }
+    void update_param(const std::string& name, const std::string& value);
+
+    Clock::time_point created() const { return created_; }
+    Clock::time_point last_used() const { return last_used_; }
+    void touch() { last_used_ = Clock::now(); }
+    std::uint64_t generation() const { return generation_; }
+    const std::string& host() const { return host_; }
+    int port() const { return port_; }
+    char txn_status() const { return txn_status_; }
+    void set_txn_status(char s) { txn_status_ = s; }
+    std::shared_ptr<CancelGate> cancel_gate() const { return cancel_gate_; }
+    bool broken() const { return broken_; }
+    void mark_broken() { broken_ = true; }
+    void close();
+
+private:
+    asio::awaitable<ServerResult> login(const pool::Target& target,
+                                        const std::optional<std::pair<auth::Bytes, auth::Bytes>>& scram_keys,
+                                        Clock::time_point deadline);
+    // Reads one whole message into `type`/`body_`; false on error or deadline.
+    asio::awaitable<bool> read_message(char& type, Clock::time_point deadline);
+
+    net::Stream stream_;
+    std::uint64_t id_;
+    std::uint32_t backend_pid_ = 0, backend_key_ = 0;
+    ParamSet params_;
+    std::vector<std::pair<std::string, std::string>> login_params_;
+    Clock::time_point created_, last_used_;
+    std::uint64_t generation_ = 0;
+    std::string host_;
+    int port_ = 0;
+    char txn_status_ = 'I';
+    bool broken_ = false;
+    std::shared_ptr<CancelGate> cancel_gate_ = std::make_shared<CancelGate>();
+    std::string rbuf_;  // login and pooler queries only
+    std::string body_;
+};
+
+}  // namespace pgrouter::session

@@ -1,0 +1,332 @@
+#include "pgrouter/app/app.hpp"
+
+#include "pgrouter/app/runtime.hpp"
+#include "pgrouter/pool/pool.hpp"
+#include "pgrouter/session/client_session.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <csignal>
+#include <cstdio>
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+namespace pgrouter::app {
+
+namespace {
+constexpr auto token = asio::as_tuple(asio::use_awaitable);
+using tcp = asio::ip::tcp;
+using unix_proto = asio::local::stream_protocol;
+
+void setup_logging(const config::Settings& st, int verbosity) {
+    std::shared_ptr<spdlog::logger> logger;
+    if (st.logfile.empty())
+        logger = spdlog::stderr_logger_mt("pgrouter");
+    else
+        logger = spdlog::basic_logger_mt("pgrouter", st.logfile);
+    if (st.log_format == config::LogFormat::json)
+        logger->set_pattern(R"({"time":"%Y-%m-%dT%H:%M:%S.%e%z","level":"%l","pid":%P,"msg":"%v"})");
+    else
+        logger->set_pattern("%Y-%m-%d %H:%M:%S.%e %z [%P] %l %v");
+    logger->set_level(verbosity < 0 ? spdlog::level::warn : verbosity > 0 ? spdlog::level::debug : spdlog::level::info);
+    logger->flush_on(spdlog::level::info);
+    spdlog::set_default_logger(logger);
+}
+
+// systemd Type=notify: one datagram to $NOTIFY_SOCKET.
+void sd_notify(const char* msg) {
+    const char* path = std::getenv("NOTIFY_SOCKET");
+    if (!path || !*path) return;
+    int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return;
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    std::strncpy(sa.sun_path, path, sizeof sa.sun_path - 1);
+    if (sa.sun_path[0] == '@') sa.sun_path[0] = '\0';
+    ::sendto(fd, msg, std::strlen(msg), 0, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
+    ::close(fd);
+}
+}  // namespace
+
+struct App::Impl {
+    Options opts;
+    Runtime rt;
+    asio::io_context control{1};
+    std::vector<std::unique_ptr<tcp::acceptor>> tcp_acceptors;  // owned by their worker's thread once running
+    std::unique_ptr<unix_proto::acceptor> unix_acceptor;
+    std::string unix_path;
+    std::uint64_t generation = 1;
+    int signals_seen = 0;
+    int exit_code = 0;
+
+    asio::awaitable<void> accept_tcp(Worker& w, tcp::acceptor& acc) {
+        for (;;) {
+            auto [ec, sock] = co_await acc.async_accept(token);
+            if (ec == asio::error::operation_aborted || rt.shutting_down.load()) co_return;
+            if (ec) {
+                spdlog::warn("accept failed: {}", ec.message());
+                asio::steady_timer t(w.ctx(), std::chrono::milliseconds(100));
+                co_await t.async_wait(token);
+                continue;
+            }
+            session::ClientSession::start(w, net::Stream(std::move(sock)));
+        }
+    }
+
+    asio::awaitable<void> accept_unix(Worker& w, unix_proto::acceptor& acc) {
+        std::size_t next = 0;
+        for (;;) {
+            auto [ec, sock] = co_await acc.async_accept(token);
+            if (ec == asio::error::operation_aborted || rt.shutting_down.load()) co_return;
+            if (ec) {
+                asio::steady_timer t(w.ctx(), std::chrono::milliseconds(100));
+                co_await t.async_wait(token);
+                continue;
+            }
+            // Spread unix clients over the workers like the kernel spreads TCP ones.
+            auto& target = *rt.workers[next++ % rt.workers.size()];
+            if (&target == &w) {
+                session::ClientSession::start(w, net::Stream(std::move(sock)));
+                continue;
+            }
+            boost::system::error_code rec;
+            int fd = sock.release(rec);
+            if (rec) continue;
+            asio::post(target.ctx(), [&target, fd] {
+                session::ClientSession::start(target, net::Stream(net::unix_socket(target.ctx(), unix_proto(), fd)));
+            });
+        }
+    }
+
+    asio::awaitable<void> janitor(Worker& w) {
+        asio::steady_timer t(w.ctx());
+        for (;;) {
+            t.expires_after(std::chrono::seconds(1));
+            co_await t.async_wait(token);
+            auto now = std::chrono::steady_clock::now();
+            auto& list = w.sessions();
+            for (auto it = list.begin(); it != list.end();) {
+                if (auto s = it->lock()) {
+                    s->janitor(now);
+                    ++it;
+                } else {
+                    it = list.erase(it);
+                }
+            }
+            for (auto& p : rt.pools->all()) p->janitor(w);
+        }
+    }
+
+    bool bind_listeners(const config::Config& cfg) {
+        auto& st = cfg.settings;
+        std::vector<std::string> addrs;
+        for (auto& a : st.listen_addr) {
+            if (a == "*") {
+                addrs.push_back("0.0.0.0");
+                addrs.push_back("::");
+            } else {
+                addrs.push_back(a);
+            }
+        }
+        for (auto& a : addrs) {
+            boost::system::error_code ec;
+            auto addr = asio::ip::make_address(a, ec);
+            if (ec) {
+                tcp::resolver r(control);
+                auto res = r.resolve(a, std::to_string(st.listen_port), ec);
+                if (ec || res.empty()) {
+                    spdlog::critical("listen_addr: cannot resolve {}: {}", a, ec.message());
+                    return false;
+                }
+                addr = res.begin()->endpoint().address();
+            }
+            tcp::endpoint ep(addr, static_cast<unsigned short>(st.listen_port));
+            for (auto& w : rt.workers) {
+                auto acc = std::make_unique<tcp::acceptor>(w->ctx());
+                acc->open(ep.protocol(), ec);
+                if (!ec) acc->set_option(tcp::acceptor::reuse_address(true), ec);
+                if (!ec) {
+                    int one = 1;
+                    ::setsockopt(acc->native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+                    if (addr.is_v6()) acc->set_option(asio::ip::v6_only(true), ec);
+                }
+                if (!ec) acc->bind(ep, ec);
+                if (!ec) acc->listen(1024, ec);
+                if (ec) {
+                    spdlog::critical("cannot listen on {}:{}: {}", a, st.listen_port, ec.message());
+                    return false;
+                }
+                // With SO_REUSEPORT a second pgrouter could bind the same port: refuse
+                // when something else already listens there.
+                tcp_acceptors.push_back(std::move(acc));
+            }
+        }
+        if (!st.unix_socket_dir.empty()) {
+            unix_path = st.unix_socket_dir + "/.s.PGSQL." + std::to_string(st.listen_port);
+            boost::system::error_code ec;
+            ::unlink(unix_path.c_str());
+            unix_acceptor = std::make_unique<unix_proto::acceptor>(rt.workers[0]->ctx());
+            unix_acceptor->open(unix_proto(), ec);
+            if (!ec) unix_acceptor->bind(unix_proto::endpoint(unix_path), ec);
+            if (!ec) unix_acceptor->listen(1024, ec);
+            if (ec) {
+                spdlog::critical("cannot listen on unix socket {}: {}", unix_path, ec.message());
+                return false;
+            }
+            ::chmod(unix_path.c_str(), 0777);
+        }
+        return true;
+    }
+
+    // Re-reads the file; a file with any error changes nothing.
+    std::string reload() {
+        auto loaded = config::load_file(opts.config_path);
+        std::string errors;
+        for (auto& p : loaded.problems) {
+            if (p.warning)
+                spdlog::warn("{}", p.to_string());
+            else
+                errors += p.to_string() + "\n";
+        }
+        if (!loaded.ok()) {
+            spdlog::error("RELOAD failed, keeping the running configuration:\n{}", errors);
+            return errors.empty() ? "invalid configuration" : errors;
+        }
+        std::vector<std::string> serrs;
+        auto snap = build_snapshot(std::make_shared<const config::Config>(std::move(*loaded.config)), ++generation, serrs);
+        if (!serrs.empty()) {
+            for (auto& e : serrs) errors += e + "\n";
+            spdlog::error("RELOAD failed, keeping the running configuration:\n{}", errors);
+            return errors;
+        }
+        rt.publish(snap);
+        spdlog::info("configuration reloaded from {}", opts.config_path);
+        return {};
+    }
+
+    void begin_shutdown(bool immediate) {
+        if (immediate) {
+            spdlog::info("immediate shutdown");
+            for (auto& w : rt.workers) w->ctx().stop();
+            control.stop();
+            return;
+        }
+        spdlog::info("safe shutdown: waiting for transactions to finish (shutdown_timeout {}s)",
+                     rt.snapshot()->config->settings.shutdown_timeout);
+        rt.shutting_down.store(true);
+        for (std::size_t i = 0; i < rt.workers.size(); ++i) {
+            auto& w = *rt.workers[i];
+            asio::post(w.ctx(), [this, i] {
+                boost::system::error_code ec;
+                for (std::size_t k = i; k < tcp_acceptors.size(); k += rt.workers.size()) tcp_acceptors[k]->close(ec);
+                if (i == 0 && unix_acceptor) unix_acceptor->close(ec);
+            });
+        }
+        asio::co_spawn(control, wait_for_drain(), asio::detached);
+    }
+
+    asio::awaitable<void> wait_for_drain() {
+        auto limit = rt.snapshot()->config->settings.shutdown_timeout;
+        auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(limit > 0 ? limit : 1e9);
+        asio::steady_timer t(control);
+        while (rt.client_count.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+            t.expires_after(std::chrono::milliseconds(100));
+            co_await t.async_wait(token);
+        }
+        for (auto& w : rt.workers) w->ctx().stop();
+        control.stop();
+    }
+
+    asio::awaitable<void> signals() {
+        asio::signal_set sigs(control, SIGHUP, SIGINT, SIGTERM);
+        sigs.add(SIGQUIT);
+        for (;;) {
+            auto [ec, sig] = co_await sigs.async_wait(token);
+            if (ec) co_return;
+            if (sig == SIGHUP) {
+                spdlog::info("SIGHUP: reloading");
+                reload();
+            } else if (sig == SIGQUIT) {
+                begin_shutdown(true);
+            } else {
+                begin_shutdown(++signals_seen > 1);
+            }
+        }
+    }
+};
+
+App::App(Options opts, config::Config cfg) : impl_(std::make_unique<Impl>()) {
+    impl_->opts = std::move(opts);
+    setup_logging(cfg.settings, impl_->opts.verbosity);
+    std::vector<std::string> errors;
+    auto snap = build_snapshot(std::make_shared<const config::Config>(std::move(cfg)), impl_->generation, errors);
+    if (!errors.empty()) {
+        for (auto& e : errors) spdlog::critical("{}", e);
+        impl_->exit_code = 1;
+        return;
+    }
+    impl_->rt.publish(snap);
+}
+
+App::~App() = default;
+
+int App::run() {
+    auto& d = *impl_;
+    if (d.exit_code) return d.exit_code;
+    auto snap = d.rt.snapshot();
+    auto& st = snap->config->settings;
+    int n = st.workers > 0 ? st.workers : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    for (int i = 0; i < n; ++i) d.rt.workers.push_back(std::make_unique<Worker>(d.rt, i));
+    ::signal(SIGPIPE, SIG_IGN);
+    if (!d.bind_listeners(*snap->config)) return 2;
+    if (d.opts.daemonize) {
+        if (::daemon(1, 0) != 0) {
+            spdlog::critical("cannot daemonize: {}", std::strerror(errno));
+            return 2;
+        }
+    }
+    if (!st.pidfile.empty()) {
+        if (FILE* f = std::fopen(st.pidfile.c_str(), "w")) {
+            std::fprintf(f, "%d\n", ::getpid());
+            std::fclose(f);
+        } else {
+            spdlog::critical("cannot write pidfile {}: {}", st.pidfile, std::strerror(errno));
+            return 2;
+        }
+    }
+    for (std::size_t i = 0; i < d.tcp_acceptors.size(); ++i) {
+        auto& w = *d.rt.workers[i % d.rt.workers.size()];
+        asio::co_spawn(w.ctx(), d.accept_tcp(w, *d.tcp_acceptors[i]), asio::detached);
+    }
+    if (d.unix_acceptor) asio::co_spawn(d.rt.workers[0]->ctx(), d.accept_unix(*d.rt.workers[0], *d.unix_acceptor), asio::detached);
+    for (auto& w : d.rt.workers) asio::co_spawn(w->ctx(), d.janitor(*w), asio::detached);
+    asio::co_spawn(d.control, d.signals(), asio::detached);
+    for (auto& w : d.rt.workers) w->start();
+    spdlog::info("pgrouter listening on port {} with {} workers", st.listen_port, n);
+    sd_notify("READY=1");
+    d.control.run();
+    for (auto& w : d.rt.workers) {
+        w->ctx().stop();
+        w->join();
+    }
+    if (!d.unix_path.empty()) ::unlink(d.unix_path.c_str());
+    if (!st.pidfile.empty()) ::unlink(st.pidfile.c_str());
+    spdlog::info("pgrouter stopped");
+    return 0;
+}
+
+}  // namespace pgrouter::app

@@ -1,0 +1,59 @@
+#include "pgrouter/app/runtime.hpp"
+#include "pgrouter/pool/pool.hpp"
+#include "pgrouter/session/cancel_registry.hpp"
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <spdlog/spdlog.h>
+
+namespace pgrouter::app {
+
+BufferPool::Lease BufferPool::get() {
+    if (free_.empty()) return Lease(this, new char[kSize]);
+    char* d = free_.back();
+    free_.pop_back();
+    return Lease(this, d);
+}
+
+void BufferPool::put(char* d) {
+    if (free_.size() < 256)
+        free_.push_back(d);
+    else
+        delete[] d;
+}
+
+BufferPool::~BufferPool() {
+    for (char* d : free_) delete[] d;
+}
+
+Worker::Worker(Runtime& rt, int index) : rt_(rt), index_(index) {}
+
+void Worker::start() {
+    thread_ = std::thread([this] {
+        auto guard = asio::make_work_guard(ctx_);
+        for (;;) {
+            try {
+                ctx_.run();
+                break;
+            } catch (const std::exception& e) {
+                spdlog::error("worker {}: unhandled exception: {}", index_, e.what());
+            }
+        }
+    });
+}
+
+void Worker::join() {
+    if (thread_.joinable()) thread_.join();
+}
+
+Runtime::Runtime()
+    : pools(std::make_unique<pool::PoolRegistry>(*this)), cancels(std::make_unique<session::CancelRegistry>()) {}
+Runtime::~Runtime() {
+    // Sockets must go before the io_context they belong to: idle servers first,
+    // then each worker's context (destroying the sessions parked in it), while
+    // the registries the sessions touch on their way out still exist.
+    if (pools)
+        for (auto& p : pools->all()) p->drop_idle();
+    workers.clear();
+}
+
+}  // namespace pgrouter::app

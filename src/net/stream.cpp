@@ -1,0 +1,209 @@
+#include "pgrouter/net/stream.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <openssl/x509.h>
+
+namespace pgrouter::net {
+
+namespace {
+constexpr auto token = asio::as_tuple(asio::use_awaitable);
+}
+
+Stream::Stream(tcp::socket s) : s_(std::move(s)) {
+    error_code ec;
+    auto& sock = std::get<tcp::socket>(s_);
+    sock.non_blocking(true, ec);
+    sock.set_option(tcp::no_delay(true), ec);
+}
+
+Stream::Stream(unix_socket s) : s_(std::move(s)) {
+    error_code ec;
+    std::get<unix_socket>(s_).non_blocking(true, ec);
+}
+
+asio::awaitable<error_code> Stream::tls_handshake(asio::ssl::context& ctx,
+                                                  asio::ssl::stream_base::handshake_type type,
+                                                  const std::string& sni) {
+    auto* sock = std::get_if<tcp::socket>(&s_);
+    if (!sock) co_return asio::error::operation_not_supported;
+    auto tls = std::make_unique<ssl_stream>(std::move(*sock), ctx);
+    if (!sni.empty() && type == asio::ssl::stream_base::client)
+        SSL_set_tlsext_host_name(tls->native_handle(), sni.c_str());
+    auto [ec] = co_await tls->async_handshake(type, token);
+    s_ = std::move(tls);
+    co_return ec;
+}
+
+asio::awaitable<error_code> Stream::wait_readable() {
+    if (auto* s = std::get_if<tcp::socket>(&s_)) {
+        auto [ec] = co_await s->async_wait(tcp::socket::wait_read, token);
+        co_return ec;
+    }
+    if (auto* s = std::get_if<unix_socket>(&s_)) {
+        auto [ec] = co_await s->async_wait(unix_socket::wait_read, token);
+        co_return ec;
+    }
+    co_return error_code{};
+}
+
+asio::awaitable<std::pair<error_code, std::size_t>> Stream::read_some(asio::mutable_buffer buf) {
+    error_code ec;
+    std::size_t n = 0;
+    if (auto* s = std::get_if<tcp::socket>(&s_)) {
+        std::tie(ec, n) = co_await s->async_read_some(buf, token);
+    } else if (auto* u = std::get_if<unix_socket>(&s_)) {
+        std::tie(ec, n) = co_await u->async_read_some(buf, token);
+    } else {
+        std::tie(ec, n) = co_await std::get<std::unique_ptr<ssl_stream>>(s_)->async_read_some(buf, token);
+    }
+    co_return std::make_pair(ec, n);
+}
+
+asio::awaitable<error_code> Stream::write_all(asio::const_buffer buf) {
+    error_code ec;
+    if (auto* s = std::get_if<tcp::socket>(&s_)) {
+        // Most writes fit in the socket buffer: one syscall, no suspension.
+        std::size_t done = s->write_some(buf, ec);
+        if (!ec && done == buf.size()) co_return ec;
+        if (ec == asio::error::would_block || ec == asio::error::try_again || !ec) {
+            auto [ec2, n] = co_await asio::async_write(*s, buf + done, token);
+            co_return ec2;
+        }
+        co_return ec;
+    }
+    if (auto* u = std::get_if<unix_socket>(&s_)) {
+        std::size_t done = u->write_some(buf, ec);
+        if (!ec && done == buf.size()) co_return ec;
+        if (ec == asio::error::would_block || ec == asio::error::try_again || !ec) {
+            auto [ec2, n] = co_await asio::async_write(*u, buf + done, token);
+            co_return ec2;
+        }
+        co_return ec;
+    }
+    auto [ec2, n] = co_await asio::async_write(*std::get<std::unique_ptr<ssl_stream>>(s_), buf, token);
+    co_return ec2;
+}
+
+std::size_t Stream::try_write(asio::const_buffer buf, error_code& ec) {
+    if (auto* s = std::get_if<tcp::socket>(&s_)) return s->write_some(buf, ec);
+    if (auto* u = std::get_if<unix_socket>(&s_)) return u->write_some(buf, ec);
+    ec = asio::error::operation_not_supported;  // TLS needs the async machinery
+    return 0;
+}
+
+void Stream::cancel() {
+    error_code ec;
+    std::visit([&](auto& s) {
+        if constexpr (std::is_same_v<std::decay_t<decltype(s)>, std::unique_ptr<ssl_stream>>)
+            s->next_layer().cancel(ec);
+        else
+            s.cancel(ec);
+    }, s_);
+}
+
+void Stream::close() {
+    error_code ec;
+    std::visit([&](auto& s) {
+        if constexpr (std::is_same_v<std::decay_t<decltype(s)>, std::unique_ptr<ssl_stream>>)
+            s->next_layer().close(ec);
+        else
+            s.close(ec);
+    }, s_);
+}
+
+bool Stream::is_open() const {
+    return std::visit([&](auto& s) {
+        if constexpr (std::is_same_v<std::decay_t<decltype(s)>, std::unique_ptr<ssl_stream>>)
+            return s->next_layer().is_open();
+        else
+            return s.is_open();
+    }, s_);
+}
+
+int Stream::native_handle() {
+    return std::visit([&](auto& s) -> int {
+        if constexpr (std::is_same_v<std::decay_t<decltype(s)>, std::unique_ptr<ssl_stream>>)
+            return s->next_layer().native_handle();
+        else
+            return s.native_handle();
+    }, s_);
+}
+
+bool Stream::rebind(asio::io_context& ctx) {
+    error_code ec;
+    if (auto* s = std::get_if<tcp::socket>(&s_)) {
+        auto proto = s->local_endpoint(ec).protocol();
+        if (ec) return false;
+        int fd = s->release(ec);
+        if (ec) return false;
+        tcp::socket moved(ctx, proto, fd);
+        moved.non_blocking(true, ec);
+        s_ = std::move(moved);
+        return true;
+    }
+    if (auto* u = std::get_if<unix_socket>(&s_)) {
+        int fd = u->release(ec);
+        if (ec) return false;
+        unix_socket moved(ctx, asio::local::stream_protocol(), fd);
+        moved.non_blocking(true, ec);
+        s_ = std::move(moved);
+        return true;
+    }
+    return false;
+}
+
+std::string Stream::peer_ip() const {
+    error_code ec;
+    const tcp::socket* s = std::get_if<tcp::socket>(&s_);
+    if (!s) {
+        if (auto* t = std::get_if<std::unique_ptr<ssl_stream>>(&s_)) s = &(*t)->next_layer();
+    }
+    if (!s) return "unix";
+    auto ep = s->remote_endpoint(ec);
+    if (ec) return "?";
+    auto a = ep.address();
+    if (a.is_v6() && a.to_v6().is_v4_mapped()) return asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()).to_string();
+    return a.to_string();
+}
+
+std::string Stream::peer_address() const {
+    error_code ec;
+    const tcp::socket* s = std::get_if<tcp::socket>(&s_);
+    if (!s) {
+        if (auto* t = std::get_if<std::unique_ptr<ssl_stream>>(&s_)) s = &(*t)->next_layer();
+    }
+    if (!s) return "unix";
+    auto ep = s->remote_endpoint(ec);
+    if (ec) return "?";
+    return peer_ip() + ":" + std::to_string(ep.port());
+}
+
+SSL* Stream::ssl_handle() {
+    auto* t = std::get_if<std::unique_ptr<ssl_stream>>(&s_);
+    return t ? (*t)->native_handle() : nullptr;
+}
+
+std::string Stream::peer_cert_common_name() const {
+    auto* t = std::get_if<std::unique_ptr<ssl_stream>>(&s_);
+    if (!t) return {};
+    X509* cert = SSL_get1_peer_certificate(const_cast<ssl_stream&>(**t).native_handle());
+    if (!cert) return {};
+    char buf[256] = {0};
+    X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, buf, sizeof buf - 1);
+    X509_free(cert);
+    return buf;
+}
+
+bool Stream::peer_cert_verified() const {
+    auto* t = std::get_if<std::unique_ptr<ssl_stream>>(&s_);
+    if (!t) return false;
+    auto* ssl = const_cast<ssl_stream&>(**t).native_handle();
+    X509* cert = SSL_get1_peer_certificate(ssl);
+    if (!cert) return false;
+    X509_free(cert);
+    return SSL_get_verify_result(ssl) == X509_V_OK;
+}
+
+}  // namespace pgrouter::net

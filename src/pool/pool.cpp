@@ -1,0 +1,396 @@
+#include "pgrouter/pool/pool.hpp"
+
+#include "pgrouter/app/runtime.hpp"
+#include "pgrouter/session/errors.hpp"
+#include "pgrouter/session/server_connection.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <spdlog/spdlog.h>
+
+namespace pgrouter::pool {
+
+namespace {
+constexpr auto token = asio::as_tuple(asio::use_awaitable);
+Clock::duration secs(double s) { return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s)); }
+}  // namespace
+
+// A client waiting for a server. Lives on its worker; other threads reach it by posting.
+struct Pool::Waiter {
+    explicit Waiter(app::Worker& w) : worker(&w), timer(w.ctx()), since(Clock::now()) {}
+    app::Worker* worker;
+    asio::steady_timer timer;
+    Clock::time_point since;
+    std::unique_ptr<ServerConnection> server;  // delivered server
+    bool slot = false;                         // or: permission to connect a new one
+    bool abandoned = false;                    // timed out; deliveries go back to the pool
+    bool reserve_granted = false;
+};
+
+bool Limit::try_acquire() {
+    int m = max.load();
+    int c = count.fetch_add(1);
+    if (m > 0 && c >= m) {
+        count.fetch_sub(1);
+        return false;
+    }
+    return true;
+}
+
+Pool::Pool(app::Runtime& rt, std::string database, std::string user, std::shared_ptr<Limit> db_limit,
+           std::shared_ptr<Limit> user_limit)
+    : rt_(rt), database_(std::move(database)), user_(std::move(user)), db_limit_(std::move(db_limit)),
+      user_limit_(std::move(user_limit)) {
+    for (std::size_t i = 0; i < rt_.workers.size(); ++i) shards_.push_back(std::make_unique<Shard>());
+}
+
+Pool::~Pool() = default;
+
+void Pool::configure(const Settings& s, std::shared_ptr<const Target> target) {
+    std::lock_guard lk(m_);
+    settings_ = s;
+    settings_ptr_.store(std::make_shared<const Settings>(s));
+    auto old = target_.load();
+    if (!old || old->generation != target->generation) last_failure_.reset();  // never carried to a new target
+    target_.store(std::move(target));
+}
+
+Settings Pool::settings() const { return *settings_ptr_.load(); }
+
+std::optional<std::vector<std::pair<std::string, std::string>>> Pool::welcome() const {
+    std::lock_guard lk(m_);
+    return welcome_;
+}
+void Pool::set_welcome(std::vector<std::pair<std::string, std::string>> w) {
+    std::lock_guard lk(m_);
+    if (!welcome_) welcome_ = std::move(w);
+}
+void Pool::set_scram_keys(auth::Bytes ck, auth::Bytes sk) {
+    std::lock_guard lk(m_);
+    scram_keys_ = std::make_pair(std::move(ck), std::move(sk));
+}
+std::optional<std::pair<auth::Bytes, auth::Bytes>> Pool::scram_keys() const {
+    std::lock_guard lk(m_);
+    return scram_keys_;
+}
+
+Pool::Counts Pool::counts() const {
+    Counts c;
+    std::lock_guard lk(m_);
+    c.total = total_;
+    c.waiting = static_cast<int>(waiters_.size());
+    for (auto& sh : shards_) c.idle += sh->idle_count.load();
+    return c;
+}
+
+bool Pool::try_reserve_slot_locked(bool allow_reserve) {
+    int cap = settings_.pool_size + (allow_reserve ? settings_.reserve_pool_size : 0);
+    if (total_ >= cap) return false;
+    if (!db_limit_->try_acquire()) return false;
+    if (!user_limit_->try_acquire()) {
+        db_limit_->release();
+        return false;
+    }
+    ++total_;
+    return true;
+}
+
+void Pool::release_slot_locked() {
+    --total_;
+    db_limit_->release();
+    user_limit_->release();
+}
+
+bool Pool::usable(const ServerConnection& s, Clock::time_point now) const {
+    if (s.broken() || !const_cast<ServerConnection&>(s).stream().is_open()) return false;
+    auto t = target_.load();
+    if (t && s.generation() != t->generation) return false;
+    double life = settings_ptr_.load()->server_lifetime;
+    if (life > 0 && now - s.created() > secs(life)) return false;
+    return true;
+}
+
+asio::awaitable<AcquireResult> Pool::acquire(app::Worker& w, Clock::time_point deadline) {
+    auto self = shared_from_this();
+    auto& sh = *shards_[w.index()];
+    Settings st = settings();
+    // Fast path: an idle server on this worker.
+    while (!sh.idle.empty()) {
+        auto s = std::move(sh.idle.back());
+        sh.idle.pop_back();
+        sh.idle_count.fetch_sub(1);
+        auto now = Clock::now();
+        if (!usable(*s, now)) {
+            discard(w, std::move(s));
+            continue;
+        }
+        if (st.server_check_delay >= 0 && now - s->last_used() > secs(st.server_check_delay)) {
+            auto r = co_await s->query(st.server_check_query, now + secs(std::max(1.0, st.server_connect_timeout)));
+            if (!r.ok || s->txn_status() != 'I') {
+                s->mark_broken();
+                discard(w, std::move(s));
+                continue;
+            }
+        }
+        co_return AcquireResult{std::move(s), {}, {}};
+    }
+    std::shared_ptr<Waiter> waiter;
+    {
+        std::lock_guard lk(m_);
+        if (!try_reserve_slot_locked(false)) {
+            waiter = std::make_shared<Waiter>(w);
+            waiters_.push_back(waiter);
+            n_waiters_.fetch_add(1);
+        }
+    }
+    if (!waiter) co_return co_await connect_new(w, deadline);
+    offer_from_others(w);  // an idle server elsewhere is better than waiting
+    for (;;) {
+        waiter->timer.expires_at(deadline);
+        co_await waiter->timer.async_wait(token);
+        if (waiter->server) {
+            auto s = std::move(waiter->server);
+            if (!usable(*s, Clock::now())) {
+                discard(w, std::move(s));
+                // the slot went with the discard; queue again
+                std::lock_guard lk(m_);
+                if (try_reserve_slot_locked(false)) {
+                    waiter.reset();
+                } else {
+                    waiter->abandoned = false;
+                    waiters_.push_back(waiter);
+                    n_waiters_.fetch_add(1);
+                    continue;
+                }
+            } else {
+                co_return AcquireResult{std::move(s), {}, {}};
+            }
+            co_return co_await connect_new(w, deadline);
+        }
+        if (waiter->slot) co_return co_await connect_new(w, deadline);
+        if (Clock::now() >= deadline) {
+            std::lock_guard lk(m_);
+            auto it = std::find(waiters_.begin(), waiters_.end(), waiter);
+            if (it != waiters_.end()) {
+                waiters_.erase(it);
+                n_waiters_.fetch_sub(1);
+                waiter->abandoned = true;
+                co_return AcquireResult{nullptr, std::string(session::sqlstate::query_canceled), "query_wait_timeout"};
+            }
+            // A delivery is on its way to this thread: wait for it.
+            deadline = Clock::now() + std::chrono::hours(1);
+        }
+    }
+}
+
+asio::awaitable<AcquireResult> Pool::connect_new(app::Worker& w, Clock::time_point deadline) {
+    auto self = shared_from_this();
+    auto target = target_.load();
+    Settings st = settings();
+    {
+        std::lock_guard lk(m_);
+        if (last_failure_ && last_failure_->generation == target->generation &&
+            Clock::now() - last_failure_->at < secs(st.server_login_retry)) {
+            auto f = *last_failure_;
+            release_slot_locked();
+            grant_slot_to_waiter_locked();
+            co_return AcquireResult{nullptr, f.sqlstate, f.message};
+        }
+    }
+    auto connect_deadline = std::min(deadline, Clock::now() + secs(st.server_connect_timeout));
+    if (st.server_connect_timeout <= 0) connect_deadline = deadline;
+    auto [server, result] = co_await session::ServerConnection::connect(w, *target, scram_keys(), connect_deadline);
+    if (!server) {
+        spdlog::warn("pool {}/{}: server login failed: {}", database_, user_, result.message);
+        std::lock_guard lk(m_);
+        last_failure_ = Failure{Clock::now(), target->generation, result.sqlstate, result.message};
+        release_slot_locked();
+        grant_slot_to_waiter_locked();
+        co_return AcquireResult{nullptr, result.sqlstate, result.message};
+    }
+    {
+        std::lock_guard lk(m_);
+        if (last_failure_ && last_failure_->generation == target->generation) last_failure_.reset();
+        if (!welcome_) welcome_ = server->login_params();
+    }
+    co_return AcquireResult{std::move(server), {}, {}};
+}
+
+void Pool::release(app::Worker& w, std::unique_ptr<ServerConnection> s) {
+    auto now = Clock::now();
+    {
+        if (!usable(*s, now) || s->txn_status() != 'I') {
+            discard(w, std::move(s));
+            return;
+        }
+    }
+    s->touch();
+    if (n_waiters_.load() > 0 && deliver(w, s)) return;
+    auto& sh = *shards_[w.index()];
+    sh.idle.push_back(std::move(s));
+    sh.idle_count.fetch_add(1);
+    if (n_waiters_.load() > 0) offer(w);  // a waiter queued while we were looking
+}
+
+void Pool::discard(app::Worker& w, std::unique_ptr<ServerConnection> s) {
+    s->close();
+    s.reset();
+    std::lock_guard lk(m_);
+    release_slot_locked();
+    grant_slot_to_waiter_locked();
+}
+
+void Pool::grant_slot_to_waiter_locked() {
+    while (!waiters_.empty()) {
+        auto& front = waiters_.front();
+        if (!try_reserve_slot_locked(front->reserve_granted)) return;
+        auto waiter = std::move(front);
+        waiters_.pop_front();
+        n_waiters_.fetch_sub(1);
+        asio::post(waiter->worker->ctx(), [waiter] {
+            waiter->slot = true;
+            waiter->timer.cancel();
+        });
+        return;
+    }
+}
+
+bool Pool::deliver(app::Worker& w, std::unique_ptr<ServerConnection>& s) {
+    std::shared_ptr<Waiter> waiter;
+    {
+        std::lock_guard lk(m_);
+        if (waiters_.empty()) return false;
+        waiter = std::move(waiters_.front());
+        waiters_.pop_front();
+        n_waiters_.fetch_sub(1);
+    }
+    if (waiter->worker == &w) {
+        waiter->server = std::move(s);
+        waiter->timer.cancel();
+        return true;
+    }
+    if (!s->stream().rebind(waiter->worker->ctx())) {
+        // TLS connections cannot move between workers: close it, the waiter opens its own.
+        s->close();
+        s.reset();
+        asio::post(waiter->worker->ctx(), [waiter] {
+            waiter->slot = true;
+            waiter->timer.cancel();
+        });
+        return true;
+    }
+    auto self = shared_from_this();
+    asio::post(waiter->worker->ctx(), [self, waiter, server = std::move(s)]() mutable {
+        if (waiter->abandoned) {
+            self->release(*waiter->worker, std::move(server));
+            return;
+        }
+        waiter->server = std::move(server);
+        waiter->timer.cancel();
+    });
+    return true;
+}
+
+void Pool::offer(app::Worker& w) {
+    auto& sh = *shards_[w.index()];
+    while (n_waiters_.load() > 0 && !sh.idle.empty()) {
+        auto s = std::move(sh.idle.back());
+        sh.idle.pop_back();
+        sh.idle_count.fetch_sub(1);
+        if (!deliver(w, s)) {
+            sh.idle.push_back(std::move(s));
+            sh.idle_count.fetch_add(1);
+            return;
+        }
+    }
+}
+
+void Pool::offer_from_others(app::Worker& w) {
+    auto self = shared_from_this();
+    for (std::size_t i = 0; i < shards_.size(); ++i) {
+        if (static_cast<int>(i) == w.index() || shards_[i]->idle_count.load() == 0) continue;
+        auto& other = *rt_.workers[i];
+        asio::post(other.ctx(), [self, &other] { self->offer(other); });
+    }
+}
+
+void Pool::janitor(app::Worker& w) {
+    auto st = settings();
+    auto now = Clock::now();
+    auto& sh = *shards_[w.index()];
+    // Oldest idle first (front of the LIFO list): close what outlived its limits,
+    // keeping min_pool_size servers.
+    for (std::size_t i = 0; i < sh.idle.size();) {
+        auto& s = sh.idle[i];
+        bool expired = !usable(*s, now) ||
+                       (st.server_idle_timeout > 0 && now - s->last_used() > secs(st.server_idle_timeout) &&
+                        counts().total > st.min_pool_size);
+        if (!expired) {
+            ++i;
+            continue;
+        }
+        auto victim = std::move(s);
+        sh.idle.erase(sh.idle.begin() + static_cast<std::ptrdiff_t>(i));
+        sh.idle_count.fetch_sub(1);
+        discard(w, std::move(victim));
+    }
+    if (w.index() != 0) return;
+    // Reserve pool: waiters that waited longer than reserve_pool_timeout may use it.
+    std::lock_guard lk(m_);
+    if (st.reserve_pool_size <= 0 || waiters_.empty()) return;
+    auto& front = waiters_.front();
+    if (now - front->since >= secs(st.reserve_pool_timeout)) {
+        front->reserve_granted = true;
+        grant_slot_to_waiter_locked();
+    }
+}
+
+void Pool::close_idle(app::Worker& w) {
+    auto& sh = *shards_[w.index()];
+    while (!sh.idle.empty()) {
+        auto s = std::move(sh.idle.back());
+        sh.idle.pop_back();
+        sh.idle_count.fetch_sub(1);
+        discard(w, std::move(s));
+    }
+}
+
+void Pool::drop_idle() {
+    for (auto& sh : shards_) {
+        sh->idle.clear();
+        sh->idle_count.store(0);
+    }
+}
+
+std::shared_ptr<Pool> PoolRegistry::get(const std::string& database, const std::string& user) const {
+    std::lock_guard lk(m_);
+    auto it = pools_.find({database, user});
+    return it == pools_.end() ? nullptr : it->second;
+}
+
+std::vector<std::shared_ptr<Pool>> PoolRegistry::all() const {
+    std::lock_guard lk(m_);
+    std::vector<std::shared_ptr<Pool>> r;
+    for (auto& [k, p] : pools_) r.push_back(p);
+    return r;
+}
+
+std::shared_ptr<Limit> PoolRegistry::limit_locked(std::map<std::string, std::shared_ptr<Limit>>& m,
+                                                  const std::string& k) {
+    auto& l = m[k];
+    if (!l) l = std::make_shared<Limit>();
+    return l;
+}
+
+std::shared_ptr<Limit> PoolRegistry::db_limit(const std::string& db) {
+    std::lock_guard lk(m_);
+    return limit_locked(db_limits_, db);
+}
+
+std::shared_ptr<Limit> PoolRegistry::user_limit(const std::string& user) {
+    std::lock_guard lk(m_);
+    return limit_locked(user_limits_, user);
+}
+
+}  // namespace pgrouter::pool

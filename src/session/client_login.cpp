@@ -1,0 +1,444 @@
+// The login half of a client session: startup packet, TLS, authentication,
+// routing to a pool, and the welcome (ParameterStatus, BackendKeyData).
+#include "pgrouter/app/runtime.hpp"
+#include "pgrouter/pool/pool.hpp"
+#include "pgrouter/protocol/protocol.hpp"
+#include "pgrouter/session/cancel_registry.hpp"
+#include "pgrouter/session/client_session.hpp"
+#include "pgrouter/session/errors.hpp"
+#include "pgrouter/session/server_connection.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstring>
+#include <strings.h>
+
+namespace pgrouter::session {
+
+namespace {
+using namespace boost::asio::experimental::awaitable_operators;
+constexpr auto token = asio::as_tuple(asio::use_awaitable);
+namespace proto = protocol;
+Clock::duration secs(double s) { return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s)); }
+
+bool iequals(std::string_view a, std::string_view b) {
+    return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
+}
+
+// Reads more bytes into `buf` before `deadline`; false on EOF, error or timeout.
+asio::awaitable<bool> read_more(net::Stream& s, std::string& buf, Clock::time_point deadline) {
+    char tmp[4096];
+    asio::steady_timer timer(co_await asio::this_coro::executor, deadline);
+    auto r = co_await (s.read_some(asio::buffer(tmp)) || timer.async_wait(token));
+    if (r.index() != 0) co_return false;
+    auto [ec, n] = std::get<0>(r);
+    if (ec || n == 0) co_return false;
+    buf.append(tmp, n);
+    co_return true;
+}
+
+enum Method { kTrust, kReject, kMd5, kScram, kPassword, kCert };
+
+// Splits a libpq `options` value into -c name=value pairs (backslash escapes spaces).
+std::optional<std::vector<std::pair<std::string, std::string>>> parse_options(std::string_view opts) {
+    std::vector<std::string> words;
+    std::string cur;
+    bool esc = false;
+    for (char c : opts) {
+        if (esc) {
+            cur.push_back(c);
+            esc = false;
+        } else if (c == '\\') {
+            esc = true;
+        } else if (c == ' ' || c == '\t') {
+            if (!cur.empty()) words.push_back(std::move(cur)), cur.clear();
+        } else {
+            cur.push_back(c);
+        }
+    }
+    if (!cur.empty()) words.push_back(std::move(cur));
+    std::vector<std::pair<std::string, std::string>> out;
+    for (std::size_t i = 0; i < words.size(); ++i) {
+        std::string kv;
+        if (words[i] == "-c" && i + 1 < words.size()) {
+            kv = words[++i];
+        } else if (words[i].rfind("-c", 0) == 0 && words[i].size() > 2) {
+            kv = words[i].substr(2);
+        } else if (words[i].rfind("--", 0) == 0) {
+            kv = words[i].substr(2);
+        } else {
+            return std::nullopt;
+        }
+        auto eq = kv.find('=');
+        if (eq == std::string::npos) return std::nullopt;
+        std::string name = kv.substr(0, eq);
+        std::replace(name.begin(), name.end(), '-', '_');
+        out.emplace_back(name, kv.substr(eq + 1));
+    }
+    return out;
+}
+
+bool truthy(std::string_view v) {
+    return iequals(v, "on") || iequals(v, "true") || iequals(v, "yes") || v == "1";
+}
+}  // namespace
+
+asio::awaitable<bool> ClientSession::read_startup(Clock::time_point deadline) {
+    auto& rt = worker_.runtime();
+    for (;;) {
+        auto r = proto::decode_startup(proto::as_bytes(login_buf_));
+        if (r.status == proto::Decode::need_more) {
+            if (!co_await read_more(client_, login_buf_, deadline)) co_return false;
+            continue;
+        }
+        if (r.status == proto::Decode::error) {
+            co_await fail(sqlstate::protocol_violation, r.error);
+            co_return false;
+        }
+        login_buf_.erase(0, r.consumed);
+        auto& p = r.packet;
+        using Kind = proto::StartupPacket::Kind;
+        if (p.kind == Kind::cancel_request) {
+            rt.cancels->cancel(p.cancel_pid, p.cancel_key);
+            co_return false;
+        }
+        if (p.kind == Kind::gssenc_request) {
+            co_await send("N");
+            continue;
+        }
+        if (p.kind == Kind::ssl_request) {
+            if (!login_buf_.empty()) {  // data after SSLRequest before our answer: a protocol violation
+                co_await fail(sqlstate::protocol_violation, "unexpected data after SSLRequest");
+                co_return false;
+            }
+            if (snap_->client_tls && !client_.is_tls() && !client_.is_unix()) {
+                co_await send("S");
+                auto ec = co_await client_.tls_handshake(*snap_->client_tls, asio::ssl::stream_base::server, {});
+                if (ec) {
+                    spdlog::info("C-{}: TLS handshake failed: {}", id_, ec.message());
+                    co_return false;
+                }
+            } else {
+                co_await send("N");
+            }
+            continue;
+        }
+        std::uint32_t major = p.version >> 16, minor = p.version & 0xFFFF;
+        if (major != 3) {
+            co_await fail(sqlstate::feature_not_supported,
+                          "unsupported frontend protocol " + std::to_string(major) + "." + std::to_string(minor) +
+                              ": server supports 3.0 to 3.0");
+            co_return false;
+        }
+        requested_minor_ = minor;
+        startup_params_ = std::move(p.params);
+        co_return true;
+    }
+}
+
+asio::awaitable<bool> ClientSession::read_auth_message(std::string& body, Clock::time_point deadline) {
+    for (;;) {
+        auto h = proto::decode_frontend_header(proto::as_bytes(login_buf_));
+        if (h.status == proto::Decode::error || (h.status == proto::Decode::ok && h.header.type != 'p')) {
+            co_await fail(sqlstate::protocol_violation, "expected a password message");
+            co_return false;
+        }
+        if (h.status == proto::Decode::ok && login_buf_.size() >= h.header.total()) {
+            body.assign(login_buf_, 5, h.header.body_size());
+            login_buf_.erase(0, h.header.total());
+            co_return true;
+        }
+        if (!co_await read_more(client_, login_buf_, deadline)) co_return false;
+    }
+}
+
+asio::awaitable<bool> ClientSession::authenticate(Clock::time_point deadline) {
+    auto& cfg = *snap_->config;
+    auto& st = cfg.settings;
+    const auto& ignore = st.ignore_startup_parameters;
+    for (auto& [k, v] : startup_params_) {
+        if (k == "user") {
+            user_ = v;
+        } else if (k == "database") {
+            database_ = v;
+        } else if (k.rfind("_pq_.", 0) == 0) {
+            unrecognized_options_.push_back(k);
+        } else if (k == "options") {
+            auto opts = parse_options(v);
+            bool ignored = std::find(ignore.begin(), ignore.end(), "options") != ignore.end();
+            if (!opts && !ignored) {
+                co_await fail(sqlstate::protocol_violation, "unsupported startup parameter in options: " + v);
+                co_return false;
+            }
+            for (auto& [name, value] : opts ? *opts : std::vector<std::pair<std::string, std::string>>{}) {
+                if (iequals(name, "default_transaction_read_only") && truthy(value)) read_only_intent_ = true;
+                if (!client_params_.set(name, value) && !ignored &&
+                    std::find(ignore.begin(), ignore.end(), name) == ignore.end()) {
+                    co_await fail(sqlstate::protocol_violation, "unsupported startup parameter in options: " + name);
+                    co_return false;
+                }
+            }
+        } else if (k == "target_session_attrs") {
+            read_only_intent_ = v == "read-only" || v == "prefer-standby" || v == "standby";
+        } else if (client_params_.set(k, v)) {
+            if (iequals(k, "default_transaction_read_only") && truthy(v)) read_only_intent_ = true;
+        } else if (std::find(ignore.begin(), ignore.end(), k) == ignore.end()) {
+            co_await fail(sqlstate::protocol_violation, "unsupported startup parameter: " + k);
+            co_return false;
+        }
+    }
+    if (user_.empty()) {
+        co_await fail(sqlstate::invalid_authorization, "no PostgreSQL user name specified in startup packet");
+        co_return false;
+    }
+    if (database_.empty()) database_ = user_;
+    if (st.log_connections) spdlog::info("C-{}: {}/{}@{} login attempt", id_, database_, user_, client_.peer_address());
+
+    int method = kReject;
+    switch (st.auth_type) {
+        case config::AuthType::trust: method = kTrust; break;
+        case config::AuthType::md5: method = kMd5; break;
+        case config::AuthType::scram_sha_256: method = kScram; break;
+        case config::AuthType::plain: method = kPassword; break;
+        case config::AuthType::cert: method = kCert; break;
+        case config::AuthType::hba: {
+            auth::HbaRequest req{client_.is_unix(), client_.is_tls(), database_, user_, client_.peer_ip()};
+            auto m = auth::hba_match(snap_->hba, req);
+            if (!m) {
+                method = kReject;
+                break;
+            }
+            switch (*m) {
+                case auth::HbaMethod::trust: method = kTrust; break;
+                case auth::HbaMethod::reject: method = kReject; break;
+                case auth::HbaMethod::md5: method = kMd5; break;
+                case auth::HbaMethod::scram_sha_256: method = kScram; break;
+                case auth::HbaMethod::password: method = kPassword; break;
+                case auth::HbaMethod::cert: method = kCert; break;
+            }
+            break;
+        }
+    }
+    if (method == kReject) {
+        co_await fail(sqlstate::invalid_authorization,
+                      "no pg_hba.conf entry for host \"" + client_.peer_ip() + "\", user \"" + user_ +
+                          "\", database \"" + database_ + "\"");
+        co_return false;
+    }
+    if (method == kTrust) co_return true;
+    if (method == kCert) {
+        if (!client_.is_tls() || !client_.peer_cert_verified() || client_.peer_cert_common_name() != user_) {
+            co_await fail(sqlstate::invalid_authorization,
+                          "certificate authentication failed for user \"" + user_ + "\"");
+            co_return false;
+        }
+        co_return true;
+    }
+    co_return co_await auth_password_exchange(method, deadline);
+}
+
+asio::awaitable<bool> ClientSession::auth_password_exchange(int method, Clock::time_point deadline) {
+    auto it = snap_->users.find(user_);
+    const auth::Credential* cred = it == snap_->users.end() ? nullptr : &it->second;
+    auto denied = [&]() -> asio::awaitable<bool> {
+        co_await fail(sqlstate::invalid_password, "password authentication failed for user \"" + user_ + "\"");
+        co_return false;
+    };
+    if (!cred) {
+        // Unknown user: still ask for a password so user names cannot be probed.
+        std::string out;
+        proto::write_auth_cleartext(out);
+        co_await send(out);
+        std::string body;
+        co_await read_auth_message(body, deadline);
+        co_return co_await denied();
+    }
+    // What the stored secret allows: md5 challenges need plain or md5; SCRAM needs plain or SCRAM.
+    if (method == kMd5 && cred->kind == auth::SecretKind::scram) method = kScram;
+    if (method == kScram && cred->kind == auth::SecretKind::md5) method = kMd5;
+    std::string out, body;
+    if (method == kPassword) {
+        proto::write_auth_cleartext(out);
+        co_await send(out);
+        if (!co_await read_auth_message(body, deadline)) co_return false;
+        std::string pw(body.c_str());
+        bool ok = false;
+        if (cred->kind == auth::SecretKind::plain) {
+            ok = pw == cred->secret;
+        } else if (cred->kind == auth::SecretKind::md5) {
+            ok = auth::md5_password_hash(pw, user_) == cred->secret;
+        } else if (auto sec = auth::parse_scram_secret(cred->secret)) {
+            auto derived = auth::make_scram_secret(pw, sec->salt, sec->iterations);
+            ok = derived.stored_key == sec->stored_key;
+        }
+        if (!ok) co_return co_await denied();
+        co_return true;
+    }
+    if (method == kMd5) {
+        std::array<std::uint8_t, 4> salt;
+        auto rnd = auth::random_bytes(4);
+        std::memcpy(salt.data(), rnd.data(), 4);
+        proto::write_auth_md5(out, salt.data());
+        co_await send(out);
+        if (!co_await read_auth_message(body, deadline)) co_return false;
+        if (!auth::md5_verify(*cred, salt, std::string_view(body.c_str()))) co_return co_await denied();
+        co_return true;
+    }
+    // SCRAM-SHA-256
+    std::optional<auth::ScramServer> scram;
+    if (cred->kind == auth::SecretKind::plain) {
+        scram.emplace(auth::ScramServer::from_password(cred->secret));
+    } else if (auto sec = auth::parse_scram_secret(cred->secret)) {
+        scram.emplace(*sec);
+    } else {
+        co_await fail(sqlstate::invalid_password, "invalid SCRAM secret in auth_file for user \"" + user_ + "\"");
+        co_return false;
+    }
+    proto::write_auth_sasl(out, "SCRAM-SHA-256");
+    co_await send(out);
+    if (!co_await read_auth_message(body, deadline)) co_return false;
+    auto initial = proto::parse_sasl_initial_response(proto::as_bytes(body));
+    if (!initial || initial->mechanism != "SCRAM-SHA-256") {
+        co_await fail(sqlstate::protocol_violation, "client selected an invalid SASL authentication mechanism");
+        co_return false;
+    }
+    auto first = scram->handle_client_first(initial->data);
+    if (!first) {
+        co_await fail(sqlstate::protocol_violation, "malformed SCRAM message: " + scram->error());
+        co_return false;
+    }
+    out.clear();
+    proto::write_auth_sasl_continue(out, *first);
+    co_await send(out);
+    if (!co_await read_auth_message(body, deadline)) co_return false;
+    auto final_msg = scram->handle_client_final(body);
+    if (!final_msg) {
+        if (scram->proof_failed()) co_return co_await denied();
+        co_await fail(sqlstate::protocol_violation, "malformed SCRAM message: " + scram->error());
+        co_return false;
+    }
+    out.clear();
+    proto::write_auth_sasl_final(out, *final_msg);
+    co_await send(out);
+    if (cred->kind == auth::SecretKind::scram) scram_keys_ = std::make_pair(scram->client_key(), scram->secret().server_key);
+    co_return true;
+}
+
+asio::awaitable<bool> ClientSession::attach(Clock::time_point deadline) {
+    auto& rt = worker_.runtime();
+    auto& cfg = *snap_->config;
+    auto& st = cfg.settings;
+    // Route: the database entry, or the "*" fallback.
+    const config::DatabaseConfig* db = nullptr;
+    std::optional<config::DatabaseConfig> fallback;
+    if (auto it = cfg.databases.find(database_); it != cfg.databases.end()) {
+        db = &it->second;
+    } else if (cfg.fallback_database) {
+        fallback = *cfg.fallback_database;
+        fallback->name = database_;
+        fallback->dbname = database_;
+        db = &*fallback;
+    }
+    if (!db) {
+        co_await fail(sqlstate::invalid_catalog_name, "no such database: " + database_);
+        co_return false;
+    }
+    pool_mode_ = static_cast<int>(config::effective_pool_mode(cfg, *db, user_));
+    auto make_target = [&]() {
+        auto t = std::make_shared<pool::Target>();
+        if (!db->cluster.empty()) {
+            auto c = cfg.clusters.find(db->cluster);
+            if (c != cfg.clusters.end() && c->second.primary) {
+                t->host = c->second.primary->host;
+                t->port = c->second.primary->port;
+            }
+        } else {
+            t->host = db->host;
+            t->port = db->port;
+        }
+        t->dbname = db->dbname.empty() ? db->name : db->dbname;
+        t->user = db->user.empty() ? user_ : db->user;
+        if (!db->password.empty()) {
+            t->credential = auth::Credential{t->user, db->password, auth::classify_secret(db->password)};
+        } else if (auto u = snap_->users.find(t->user); u != snap_->users.end()) {
+            t->credential = u->second;
+        }
+        t->generation = snap_->generation;
+        return t;
+    };
+    auto make_settings = [&]() {
+        pool::Settings s;
+        s.pool_size = config::effective_pool_size(cfg, *db);
+        s.min_pool_size = db->min_pool_size >= 0 ? db->min_pool_size : st.min_pool_size;
+        s.reserve_pool_size = db->reserve_pool_size >= 0 ? db->reserve_pool_size : st.reserve_pool_size;
+        s.reserve_pool_timeout = st.reserve_pool_timeout;
+        s.server_connect_timeout = st.server_connect_timeout;
+        s.server_login_retry = st.server_login_retry;
+        s.server_lifetime = st.server_lifetime;
+        s.server_idle_timeout = st.server_idle_timeout;
+        s.server_check_delay = st.server_check_delay;
+        s.server_check_query = st.server_check_query;
+        return s;
+    };
+    pool_ = rt.pools->get_or_create(database_, user_, [&](pool::Pool& p) {
+        p.configure(make_settings(), make_target());
+        auto dbl = rt.pools->db_limit(database_);
+        dbl->max = db->max_db_connections >= 0 ? db->max_db_connections : st.max_db_connections;
+        int mu = st.max_user_connections;
+        if (auto u = cfg.users.find(user_); u != cfg.users.end() && u->second.max_user_connections >= 0)
+            mu = u->second.max_user_connections;
+        rt.pools->user_limit(user_)->max = mu;
+    });
+    if (scram_keys_) pool_->set_scram_keys(scram_keys_->first, scram_keys_->second);
+
+    if (rt.client_count.load() > st.max_client_conn) {
+        co_await fail(sqlstate::too_many_connections, "no more connections allowed (max_client_conn)");
+        co_return false;
+    }
+    // The first client of a pool learns the server's parameters from a real login,
+    // which also reports a server that refuses us before the client goes on.
+    if (!pool_->welcome()) {
+        auto res = co_await pool_->acquire(worker_, std::max(deadline, Clock::now() + secs(st.server_connect_timeout)));
+        if (!res.server) {
+            co_await fail(res.sqlstate.empty() ? sqlstate::connection_failure : std::string_view(res.sqlstate),
+                          res.message);
+            co_return false;
+        }
+        if (!pool_->welcome()) pool_->set_welcome(res.server->login_params());
+        pool_->release(worker_, std::move(res.server));
+    }
+    auto welcome = pool_->welcome().value_or(std::vector<std::pair<std::string, std::string>>{});
+    // Parameters the client did not set take the server's login values.
+    for (auto& [k, v] : welcome)
+        if (auto i = tracked_index(k); i && !client_params_.values[*i]) client_params_.values[*i] = v;
+
+    std::string out;
+    proto::write_auth_ok(out);
+    if (requested_minor_ > 0 || !unrecognized_options_.empty())
+        proto::write_negotiate_protocol_version(out, 0, unrecognized_options_);
+    for (auto& [k, v] : welcome) {
+        auto i = tracked_index(k);
+        proto::write_parameter_status(out, k, i && client_params_.values[*i] ? *client_params_.values[*i] : v);
+    }
+    for (std::size_t i = 0; i < kTrackedParams.size(); ++i) {
+        bool in_welcome = std::any_of(welcome.begin(), welcome.end(),
+                                      [&](auto& kv) { return tracked_index(kv.first) == i; });
+        if (!in_welcome && client_params_.values[i])
+            proto::write_parameter_status(out, kTrackedParams[i], *client_params_.values[i]);
+    }
+    auto key = auth::random_bytes(4);
+    std::memcpy(&cancel_key_, key.data(), 4);
+    proto::write_backend_key_data(out, static_cast<std::uint32_t>(id_), cancel_key_);
+    proto::write_ready_for_query(out, 'I');
+    rt.cancels->add(static_cast<std::uint32_t>(id_), cancel_key_, worker_, weak_from_this());
+    registered_cancel_ = true;
+    co_await send(out);
+    last_activity_ = Clock::now();
+    co_return !client_broken_;
+}
+
+}  // namespace pgrouter::session

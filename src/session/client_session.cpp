@@ -1,0 +1,295 @@
+// The serving half of a client session: link a server, forward both ways,
+// release the server at the first clean point. Login lives in client_login.cpp.
+#include "pgrouter/session/client_session.hpp"
+
+#include "pgrouter/app/runtime.hpp"
+#include "pgrouter/pool/pool.hpp"
+#include "pgrouter/session/cancel_registry.hpp"
+#include "pgrouter/session/errors.hpp"
+#include "pgrouter/session/server_connection.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <spdlog/spdlog.h>
+
+namespace pgrouter::session {
+
+namespace {
+constexpr auto token = asio::as_tuple(asio::use_awaitable);
+Clock::duration secs(double s) { return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s)); }
+constexpr int kSession = 0, kStatement = 2;
+}  // namespace
+
+ClientSession::ClientSession(app::Worker& w, net::Stream s, std::uint64_t id)
+    : worker_(w), client_(std::move(s)), id_(id), pump_done_(w.ctx()) {
+    last_activity_ = Clock::now();
+}
+
+ClientSession::~ClientSession() {
+    if (registered_cancel_) worker_.runtime().cancels->remove(static_cast<std::uint32_t>(id_));
+    worker_.runtime().client_count.fetch_sub(1);
+}
+
+void ClientSession::start(app::Worker& w, net::Stream s) {
+    auto& rt = w.runtime();
+    auto session = std::make_shared<ClientSession>(w, std::move(s), rt.next_id.fetch_add(1));
+    rt.client_count.fetch_add(1);
+    w.sessions().push_back(session);
+    asio::co_spawn(w.ctx(), session->run(), [session](std::exception_ptr e) {
+        if (!e) return;
+        try {
+            std::rethrow_exception(e);
+        } catch (const std::exception& ex) {
+            spdlog::error("client {}: session ended by exception: {}", session->id(), ex.what());
+        }
+    });
+}
+
+asio::awaitable<void> ClientSession::send(const std::string& bytes) {
+    if (client_broken_) co_return;
+    auto ec = co_await client_.write_all(asio::buffer(bytes));
+    if (ec) client_broken_ = true;
+}
+
+asio::awaitable<void> ClientSession::fail(std::string_view state, std::string message) {
+    std::string out;
+    write_pooler_error(out, state, message);
+    co_await send(out);
+    closing_ = true;
+}
+
+void ClientSession::kill(std::string_view state, std::string message) {
+    if (!kill_reason_) kill_reason_ = std::make_pair(std::string(state), std::move(message));
+    closing_ = true;
+    client_.cancel();
+    if (server_) server_->stream().cancel();
+}
+
+asio::awaitable<void> ClientSession::run() {
+    auto self = shared_from_this();
+    auto snap = worker_.runtime().snapshot();
+    snap_ = snap;
+    auto deadline = Clock::now() + secs(snap->config->settings.client_login_timeout > 0
+                                            ? snap->config->settings.client_login_timeout
+                                            : 24 * 3600.0);
+    bool ok = co_await read_startup(deadline);
+    if (ok) ok = co_await authenticate(deadline);
+    if (ok) ok = co_await attach(deadline);
+    login_buf_.clear();
+    login_buf_.shrink_to_fit();
+    if (ok) co_await serve();
+    co_await finish();
+    client_.close();
+    if (ok && snap_ && snap_->config->settings.log_disconnections)
+        spdlog::info("C-{}: {}/{}@{} closing because: {}", id_, database_, user_, client_.peer_address(),
+                     kill_reason_ ? kill_reason_->second : "client close request");
+}
+
+bool ClientSession::releasable() const {
+    return server_ && pending_ == 0 && !fscan_.partial() && !fscan_.unsynced() && txn_status_ == 'I' &&
+           !writing_ && pool_mode_ != kSession;
+}
+
+asio::awaitable<void> ClientSession::serve() {
+    for (;;) {
+        if (closing_) co_return;
+        auto ec = co_await client_.wait_readable();
+        if (ec || closing_) co_return;
+        auto buf = worker_.buffers().get();
+        auto [rec, n] = co_await client_.read_some(asio::buffer(buf.data, app::BufferPool::kSize));
+        if (rec == asio::error::would_block || rec == asio::error::try_again) continue;
+        if (rec || n == 0 || closing_) co_return;
+        last_activity_ = Clock::now();
+        auto r = fscan_.scan(buf.data, n);
+        if (r.sync_points > 0 && pending_ == 0) query_started_ = last_activity_;
+        pending_ += r.sync_points;
+        if (r.forward > 0) {
+            if (!server_ && !co_await link()) co_return;
+            writing_ = true;
+            auto wec = co_await server_->stream().write_all(asio::buffer(buf.data, r.forward));
+            writing_ = false;
+            if (wec) {
+                if (server_) server_->mark_broken();
+                kill(sqlstate::connection_failure, "server connection lost while sending");
+                co_return;
+            }
+        }
+        if (r.error) {
+            kill(sqlstate::protocol_violation, std::string("invalid client message: ") + r.error);
+            co_return;
+        }
+        if (r.terminate) co_return;
+    }
+}
+
+asio::awaitable<bool> ClientSession::link() {
+    auto& settings = snap_->config->settings;
+    double wait = settings.query_wait_timeout > 0 ? settings.query_wait_timeout : 24 * 3600.0;
+    auto res = co_await pool_->acquire(worker_, Clock::now() + secs(wait));
+    if (!res.server) {
+        kill(res.sqlstate.empty() ? sqlstate::connection_failure : std::string_view(res.sqlstate), res.message);
+        co_return false;
+    }
+    server_ = std::move(res.server);
+    auto sql = build_sync_sql(client_params_, server_->params());
+    if (!sql.empty()) {
+        auto r = co_await server_->query(sql, Clock::now() + secs(std::max(5.0, settings.server_connect_timeout)));
+        if (!r.ok) {
+            kill(r.sqlstate, r.message);
+            co_return false;
+        }
+    }
+    bscan_.reset();
+    pump_running_ = true;
+    stop_pump_ = false;
+    auto self = shared_from_this();
+    asio::co_spawn(worker_.ctx(), pump(), [self](std::exception_ptr e) {
+        if (e) spdlog::error("client {}: pump ended by exception", self->id());
+    });
+    co_return true;
+}
+
+// Server -> client until the server can go back to the pool.
+asio::awaitable<void> ClientSession::pump() {
+    auto self = shared_from_this();
+    struct Done {
+        ClientSession* s;
+        ~Done() {
+            s->pump_running_ = false;
+            s->pump_done_.cancel();
+        }
+    } done{this};
+    for (;;) {
+        auto& stream = server_->stream();
+        auto ec = co_await stream.wait_readable();
+        if (stop_pump_ || closing_) co_return;
+        if (ec) {
+            server_->mark_broken();
+            kill(sqlstate::connection_failure, "server conn crashed?");
+            co_return;
+        }
+        auto buf = worker_.buffers().get();
+        auto [rec, n] = co_await stream.read_some(asio::buffer(buf.data, app::BufferPool::kSize));
+        if (rec == asio::error::would_block || rec == asio::error::try_again) continue;
+        if (rec || n == 0) {
+            if (stop_pump_) co_return;
+            server_->mark_broken();
+            kill(sqlstate::connection_failure, "server conn crashed?");
+            co_return;
+        }
+        auto r = bscan_.scan(buf.data, n);
+        if (r.error) {
+            server_->mark_broken();
+            kill(sqlstate::protocol_violation, "invalid server message framing");
+            co_return;
+        }
+        for (auto& [k, v] : r.params) {
+            server_->update_param(k, v);
+            client_params_.set(k, v);
+        }
+        if (r.ready_for_query > 0) {
+            pending_ = std::max(0, pending_ - r.ready_for_query);
+            txn_status_ = r.txn_status;
+            server_->set_txn_status(r.txn_status);
+            last_ready_ = Clock::now();
+        }
+        auto wec = co_await client_.write_all(asio::buffer(buf.data, n));
+        if (wec) {
+            client_broken_ = true;
+            closing_ = true;
+            client_.cancel();
+            co_return;
+        }
+        if (r.ready_for_query > 0 && pool_mode_ == kStatement && txn_status_ != 'I' && pending_ == 0) {
+            kill(sqlstate::feature_not_supported, "transaction blocks not allowed in statement pooling mode");
+            co_return;
+        }
+        if (releasable() && !bscan_.partial()) {
+            co_await release_server();
+            co_return;
+        }
+    }
+}
+
+asio::awaitable<void> ClientSession::release_server() {
+    auto s = std::move(server_);
+    // A cancel for this server still on its way must not hit its next client.
+    for (int i = 0; i < 500 && s->cancel_gate()->in_flight > 0; ++i) {
+        asio::steady_timer t(worker_.ctx(), std::chrono::milliseconds(10));
+        co_await t.async_wait(token);
+    }
+    if (s->cancel_gate()->in_flight > 0) s->mark_broken();
+    pool_->release(worker_, std::move(s));
+    if (worker_.runtime().shutting_down.load()) kill(sqlstate::admin_shutdown, "pgrouter is shutting down");
+}
+
+asio::awaitable<void> ClientSession::finish() {
+    if (pump_running_) {
+        stop_pump_ = true;
+        if (server_) server_->stream().cancel();
+        client_.cancel();  // a pump blocked writing to a client that stopped reading
+        while (pump_running_) {
+            pump_done_.expires_after(std::chrono::seconds(30));
+            co_await pump_done_.async_wait(token);
+        }
+    }
+    if (server_) {
+        bool clean = pending_ == 0 && !fscan_.partial() && !fscan_.unsynced() && !bscan_.partial() &&
+                     txn_status_ == 'I' && !server_->broken();
+        if (clean && pool_mode_ == kSession) {
+            auto& st = snap_->config->settings;
+            if (!st.server_reset_query.empty()) {
+                auto r = co_await server_->query(st.server_reset_query, Clock::now() + std::chrono::seconds(10));
+                clean = r.ok && server_->txn_status() == 'I';
+            }
+        }
+        if (clean) {
+            co_await release_server();
+        } else {
+            server_->mark_broken();
+            pool_->discard(worker_, std::move(server_));
+        }
+    }
+    if (kill_reason_ && !client_broken_) {
+        std::string out;
+        write_pooler_error(out, kill_reason_->first, kill_reason_->second);
+        // The client may have stopped reading: never wait long for it.
+        net::error_code ec;
+        client_.try_write(asio::buffer(out), ec);
+        if (ec == asio::error::operation_not_supported) co_await send(out);
+    }
+}
+
+void ClientSession::forward_cancel() {
+    if (!server_) return;
+    auto gate = server_->cancel_gate();
+    ++gate->in_flight;
+    auto ex = worker_.ctx().get_executor();
+    asio::co_spawn(ex, ServerConnection::send_cancel(ex, server_->host(), server_->port(), server_->backend_pid(),
+                                                     server_->backend_key()),
+                   [gate](std::exception_ptr) { --gate->in_flight; });
+}
+
+void ClientSession::janitor(Clock::time_point now) {
+    if (closing_ || !pool_) return;
+    auto& st = snap_->config->settings;
+    if (worker_.runtime().shutting_down.load() && !server_) {
+        kill(sqlstate::admin_shutdown, "pgrouter is shutting down");
+        return;
+    }
+    if (server_) {
+        if (pending_ > 0 && st.query_timeout > 0 && now - query_started_ > secs(st.query_timeout)) {
+            server_->mark_broken();
+            kill(sqlstate::query_canceled, "query timeout");
+        } else if (pending_ == 0 && txn_status_ != 'I' && st.idle_transaction_timeout > 0 &&
+                   now - last_ready_ > secs(st.idle_transaction_timeout)) {
+            server_->mark_broken();
+            kill(sqlstate::idle_in_transaction_timeout, "idle transaction timeout");
+        }
+    } else if (st.client_idle_timeout > 0 && now - last_activity_ > secs(st.client_idle_timeout)) {
+        kill(sqlstate::idle_session_timeout, "client_idle_timeout");
+    }
+}
+
+}  // namespace pgrouter::session

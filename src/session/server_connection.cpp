@@ -1,0 +1,264 @@
+#include "pgrouter/session/server_connection.hpp"
+
+#include "pgrouter/app/runtime.hpp"
+#include "pgrouter/pool/pool.hpp"
+#include "pgrouter/protocol/protocol.hpp"
+#include "pgrouter/session/errors.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <spdlog/spdlog.h>
+
+namespace pgrouter::session {
+
+namespace {
+using namespace boost::asio::experimental::awaitable_operators;
+constexpr auto token = asio::as_tuple(asio::use_awaitable);
+namespace proto = protocol;
+
+ServerResult fail(std::string_view state, std::string msg) { return {false, std::string(state), std::move(msg)}; }
+
+// Races `op` against a deadline; returns nullopt on timeout.
+template <class T>
+asio::awaitable<std::optional<T>> with_deadline(asio::awaitable<T> op, Clock::time_point deadline) {
+    asio::steady_timer timer(co_await asio::this_coro::executor, deadline);
+    auto r = co_await (std::move(op) || timer.async_wait(token));
+    if (r.index() == 0) co_return std::get<0>(std::move(r));
+    co_return std::nullopt;
+}
+
+asio::awaitable<std::pair<net::error_code, std::optional<net::Stream>>> open_stream(const pool::Target& t) {
+    auto ex = co_await asio::this_coro::executor;
+    if (t.unix_socket()) {
+        net::unix_socket s(ex);
+        std::string path = t.host + "/.s.PGSQL." + std::to_string(t.port);
+        auto [ec] = co_await s.async_connect(asio::local::stream_protocol::endpoint(path), token);
+        if (ec) co_return std::make_pair(ec, std::optional<net::Stream>{});
+        co_return std::make_pair(ec, std::optional<net::Stream>(net::Stream(std::move(s))));
+    }
+    net::tcp::resolver resolver(ex);
+    auto [rec, results] = co_await resolver.async_resolve(t.host, std::to_string(t.port), token);
+    if (rec) co_return std::make_pair(rec, std::optional<net::Stream>{});
+    net::tcp::socket s(ex);
+    auto [ec, ep] = co_await asio::async_connect(s, results, token);
+    if (ec) co_return std::make_pair(ec, std::optional<net::Stream>{});
+    co_return std::make_pair(ec, std::optional<net::Stream>(net::Stream(std::move(s))));
+}
+}  // namespace
+
+ServerConnection::ServerConnection(std::uint64_t id, net::Stream stream)
+    : stream_(std::move(stream)), id_(id), created_(Clock::now()), last_used_(created_) {}
+
+ServerConnection::~ServerConnection() { close(); }
+
+void ServerConnection::close() {
+    if (stream_.is_open()) {
+        if (!broken_) {
+            // Best effort Terminate so the server logs a clean disconnect.
+            std::string t;
+            proto::write_terminate(t);
+            net::error_code ec;
+            stream_.try_write(asio::buffer(t), ec);
+        }
+        stream_.close();
+    }
+}
+
+void ServerConnection::update_param(const std::string& name, const std::string& value) {
+    params_.set(name, value);
+}
+
+asio::awaitable<std::pair<std::unique_ptr<ServerConnection>, ServerResult>> ServerConnection::connect(
+    app::Worker& w, const pool::Target& target, const std::optional<std::pair<auth::Bytes, auth::Bytes>>& scram_keys,
+    Clock::time_point deadline) {
+    using Ret = std::pair<std::unique_ptr<ServerConnection>, ServerResult>;
+    auto where = target.unix_socket() ? target.host : target.host + ":" + std::to_string(target.port);
+    auto opened = co_await with_deadline(open_stream(target), deadline);
+    if (!opened) co_return Ret{nullptr, fail(sqlstate::connection_failure, "server connect timeout: " + where)};
+    if (opened->first || !opened->second)
+        co_return Ret{nullptr, fail(sqlstate::connection_failure,
+                                    "could not connect to server " + where + ": " + opened->first.message())};
+    auto conn = std::make_unique<ServerConnection>(w.runtime().next_id.fetch_add(1), std::move(*opened->second));
+    conn->host_ = target.host;
+    conn->port_ = target.port;
+    conn->generation_ = target.generation;
+    auto r = co_await conn->login(target, scram_keys, deadline);
+    if (!r.ok) {
+        conn->broken_ = true;
+        co_return Ret{nullptr, r};
+    }
+    co_return Ret{std::move(conn), r};
+}
+
+asio::awaitable<bool> ServerConnection::read_message(char& type, Clock::time_point deadline) {
+    for (;;) {
+        auto h = proto::decode_backend_header(proto::as_bytes(rbuf_));
+        if (h.status == proto::Decode::error) co_return false;
+        if (h.status == proto::Decode::ok && rbuf_.size() >= h.header.total()) {
+            type = h.header.type;
+            body_.assign(rbuf_, 5, h.header.body_size());
+            rbuf_.erase(0, h.header.total());
+            co_return true;
+        }
+        char tmp[8192];
+        auto r = co_await with_deadline(stream_.read_some(asio::buffer(tmp)), deadline);
+        if (!r || r->first || r->second == 0) co_return false;
+        rbuf_.append(tmp, r->second);
+    }
+}
+
+asio::awaitable<ServerResult> ServerConnection::login(const pool::Target& target,
+                                                      const std::optional<std::pair<auth::Bytes, auth::Bytes>>& scram_keys,
+                                                      Clock::time_point deadline) {
+    std::string out;
+    proto::write_startup_message(out, {{"user", target.user}, {"database", target.dbname}});
+    auto werr = co_await stream_.write_all(asio::buffer(out));
+    if (werr) co_return fail(sqlstate::connection_failure, "server write failed: " + werr.message());
+
+    std::optional<auth::ScramClient> scram;
+    const auth::Credential* cred = target.credential ? &*target.credential : nullptr;
+    for (;;) {
+        char type = 0;
+        if (!co_await read_message(type, deadline))
+            co_return fail(sqlstate::connection_failure, "server closed the connection during login");
+        auto body = proto::as_bytes(body_);
+        if (type == 'E') {
+            auto e = proto::parse_error_response(body);
+            if (!e) co_return fail(sqlstate::protocol_violation, "malformed error from server");
+            co_return fail(e->sqlstate, e->message);
+        }
+        if (type == 'R') {
+            auto a = proto::parse_auth_request(body);
+            if (!a) co_return fail(sqlstate::protocol_violation, "malformed authentication request from server");
+            out.clear();
+            switch (a->code) {
+                case 0:
+                    continue;
+                case 3:  // cleartext
+                    if (!cred || cred->kind != auth::SecretKind::plain)
+                        co_return fail(sqlstate::invalid_password,
+                                       "server asked for a cleartext password, but no plaintext password is known for user \"" +
+                                           target.user + "\"");
+                    proto::write_password_message(out, cred->secret);
+                    break;
+                case 5: {  // md5
+                    if (!cred || cred->kind == auth::SecretKind::scram || a->data.size() != 4)
+                        co_return fail(sqlstate::invalid_password,
+                                       "server asked for an md5 password, but no password or md5 hash is known for user \"" +
+                                           target.user + "\"");
+                    std::array<std::uint8_t, 4> salt;
+                    std::memcpy(salt.data(), a->data.data(), 4);
+                    proto::write_password_message(out, auth::md5_client_response(cred->secret, target.user, salt));
+                    break;
+                }
+                case 10: {  // SASL: we speak SCRAM-SHA-256 only
+                    std::string mechs(reinterpret_cast<const char*>(a->data.data()), a->data.size());
+                    if (mechs.find("SCRAM-SHA-256") == std::string::npos)
+                        co_return fail(sqlstate::feature_not_supported, "server offers no supported SASL mechanism");
+                    if (cred && cred->kind == auth::SecretKind::plain)
+                        scram.emplace(cred->secret);
+                    else if (scram_keys)
+                        scram.emplace(scram_keys->first, scram_keys->second);
+                    else
+                        co_return fail(sqlstate::invalid_password,
+                                       "server asked for SCRAM, but no plaintext password (or SCRAM keys from a "
+                                       "client login) is known for user \"" + target.user + "\"");
+                    proto::write_sasl_initial_response(out, "SCRAM-SHA-256", scram->client_first());
+                    break;
+                }
+                case 11: {
+                    if (!scram) co_return fail(sqlstate::protocol_violation, "unexpected SASL continue");
+                    auto reply = scram->handle_server_first(
+                        std::string_view(reinterpret_cast<const char*>(a->data.data()), a->data.size()));
+                    if (!reply) co_return fail(sqlstate::invalid_password, "SCRAM: " + scram->error());
+                    proto::write_sasl_response(out, *reply);
+                    break;
+                }
+                case 12:
+                    if (!scram || !scram->verify_server_final(std::string_view(
+                                      reinterpret_cast<const char*>(a->data.data()), a->data.size())))
+                        co_return fail(sqlstate::invalid_password, "SCRAM: server signature mismatch");
+                    continue;
+                default:
+                    co_return fail(sqlstate::feature_not_supported,
+                                   "unsupported server authentication method " + std::to_string(a->code));
+            }
+            auto ec = co_await stream_.write_all(asio::buffer(out));
+            if (ec) co_return fail(sqlstate::connection_failure, "server write failed: " + ec.message());
+            continue;
+        }
+        if (type == 'S') {
+            if (auto p = proto::parse_parameter_status(body)) {
+                params_.set(p->first, p->second);
+                login_params_.push_back(std::move(*p));
+            }
+            continue;
+        }
+        if (type == 'K') {
+            if (auto k = proto::parse_backend_key_data(body)) std::tie(backend_pid_, backend_key_) = *k;
+            continue;
+        }
+        if (type == 'Z') {
+            txn_status_ = body_.empty() ? 'I' : body_[0];
+            co_return ServerResult{true, {}, {}};
+        }
+        if (type == 'N') continue;
+        if (type == 'v') continue;  // NegotiateProtocolVersion: we asked for 3.0 only
+        co_return fail(sqlstate::protocol_violation, std::string("unexpected message during server login: ") + type);
+    }
+}
+
+asio::awaitable<ServerResult> ServerConnection::query(const std::string& sql, Clock::time_point deadline) {
+    std::string out;
+    proto::write_query(out, sql);
+    auto ec = co_await stream_.write_all(asio::buffer(out));
+    if (ec) {
+        broken_ = true;
+        co_return fail(sqlstate::connection_failure, "server write failed: " + ec.message());
+    }
+    ServerResult result{true, {}, {}};
+    for (;;) {
+        char type = 0;
+        if (!co_await read_message(type, deadline)) {
+            broken_ = true;
+            co_return fail(sqlstate::connection_failure, "server connection lost");
+        }
+        if (type == 'E') {
+            auto e = proto::parse_error_response(proto::as_bytes(body_));
+            result = fail(e ? e->sqlstate : std::string(sqlstate::protocol_violation), e ? e->message : "server error");
+        } else if (type == 'S') {
+            if (auto p = proto::parse_parameter_status(proto::as_bytes(body_))) params_.set(p->first, p->second);
+        } else if (type == 'Z') {
+            txn_status_ = body_.empty() ? 'I' : body_[0];
+            rbuf_.shrink_to_fit();
+            body_.clear();
+            body_.shrink_to_fit();
+            co_return result;
+        }
+    }
+}
+
+asio::awaitable<void> ServerConnection::send_cancel(asio::any_io_executor ex, std::string host, int port,
+                                                    std::uint32_t pid, std::uint32_t key) {
+    pool::Target t;
+    t.host = host;
+    t.port = port;
+    auto deadline = Clock::now() + std::chrono::seconds(5);
+    auto opened = co_await with_deadline(open_stream(t), deadline);
+    if (!opened || opened->first || !opened->second) co_return;
+    std::string out;
+    proto::write_cancel_request(out, pid, key);
+    auto& s = *opened->second;
+    if (co_await s.write_all(asio::buffer(out))) co_return;
+    // The server closes the connection once it has signalled the backend.
+    char tmp[64];
+    co_await with_deadline(s.read_some(asio::buffer(tmp)), deadline);
+    s.close();
+}
+
+}  // namespace pgrouter::session
