@@ -18,6 +18,7 @@
 #include <spdlog/spdlog.h>
 
 #include <csignal>
+#include <future>
 #include <cstdio>
 #include <fcntl.h>
 #include <sys/socket.h>
@@ -155,6 +156,19 @@ struct App::Impl {
                 addr = res.begin()->endpoint().address();
             }
             tcp::endpoint ep(addr, static_cast<unsigned short>(st.listen_port));
+            // SO_REUSEPORT would let us share a port another pgrouter already
+            // listens on: probe with a plain bind first.
+            {
+                tcp::acceptor probe(control);
+                probe.open(ep.protocol(), ec);
+                if (!ec) probe.set_option(tcp::acceptor::reuse_address(true), ec);
+                if (!ec && addr.is_v6()) probe.set_option(asio::ip::v6_only(true), ec);
+                if (!ec) probe.bind(ep, ec);
+                if (ec) {
+                    spdlog::critical("cannot listen on {}:{}: {}", a, st.listen_port, ec.message());
+                    return false;
+                }
+            }
             for (auto& w : rt.workers) {
                 auto acc = std::make_unique<tcp::acceptor>(w->ctx());
                 acc->open(ep.protocol(), ec);
@@ -170,8 +184,6 @@ struct App::Impl {
                     spdlog::critical("cannot listen on {}:{}: {}", a, st.listen_port, ec.message());
                     return false;
                 }
-                // With SO_REUSEPORT a second pgrouter could bind the same port: refuse
-                // when something else already listens there.
                 tcp_acceptors.push_back(std::move(acc));
             }
         }
@@ -314,6 +326,14 @@ int App::run() {
     }
     if (d.unix_acceptor) asio::co_spawn(d.rt.workers[0]->ctx(), d.accept_unix(*d.rt.workers[0], *d.unix_acceptor), asio::detached);
     for (auto& w : d.rt.workers) asio::co_spawn(w->ctx(), d.janitor(*w), asio::detached);
+    // Admin commands arrive on worker threads; reload and shutdown run on the control thread.
+    d.rt.reload = [&d] {
+        std::promise<std::string> p;
+        auto f = p.get_future();
+        asio::post(d.control, [&d, &p] { p.set_value(d.reload()); });
+        return f.get();
+    };
+    d.rt.shutdown = [&d](bool immediate) { asio::post(d.control, [&d, immediate] { d.begin_shutdown(immediate); }); };
     asio::co_spawn(d.control, d.signals(), asio::detached);
     for (auto& w : d.rt.workers) w->start();
     spdlog::info("pgrouter listening on port {} with {} workers", st.listen_port, n);

@@ -47,6 +47,40 @@ void Worker::join() {
 
 Runtime::Runtime()
     : pools(std::make_unique<pool::PoolRegistry>(*this)), cancels(std::make_unique<session::CancelRegistry>()) {}
+void Runtime::set_paused(const std::string& db, bool on) {
+    std::lock_guard lk(control_m_);
+    if (db == "*" && !on)
+        for (auto& [k, v] : control_) v.first = false;
+    control_[db].first = on;
+    int n = 0;
+    for (auto& [k, v] : control_) n += v.first || v.second;
+    any_control_.store(n);
+}
+
+void Runtime::set_disabled(const std::string& db, bool on) {
+    std::lock_guard lk(control_m_);
+    control_[db].second = on;
+    int n = 0;
+    for (auto& [k, v] : control_) n += v.first || v.second;
+    any_control_.store(n);
+}
+
+bool Runtime::is_paused(const std::string& db) const {
+    if (any_control_.load() == 0) return false;
+    std::lock_guard lk(control_m_);
+    auto all = control_.find("*");
+    if (all != control_.end() && all->second.first) return true;
+    auto it = control_.find(db);
+    return it != control_.end() && it->second.first;
+}
+
+bool Runtime::is_disabled(const std::string& db) const {
+    if (any_control_.load() == 0) return false;
+    std::lock_guard lk(control_m_);
+    auto it = control_.find(db);
+    return it != control_.end() && it->second.second;
+}
+
 Runtime::~Runtime() {
     // Sockets must go before the io_context they belong to: idle servers first,
     // then each worker's context (destroying the sessions parked in it), while

@@ -81,7 +81,15 @@ Pool::Counts Pool::counts() const {
     c.total = total_;
     c.waiting = static_cast<int>(waiters_.size());
     for (auto& sh : shards_) c.idle += sh->idle_count.load();
+    if (!waiters_.empty())
+        c.max_wait_seconds = std::chrono::duration<double>(Clock::now() - waiters_.front()->since).count();
     return c;
+}
+
+stats::Totals Pool::totals() const {
+    stats::Totals t;
+    for (auto& sh : shards_) t.add(sh->counters);
+    return t;
 }
 
 bool Pool::try_reserve_slot_locked(bool allow_reserve) {

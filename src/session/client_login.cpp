@@ -1,5 +1,6 @@
 // The login half of a client session: startup packet, TLS, authentication,
 // routing to a pool, and the welcome (ParameterStatus, BackendKeyData).
+#include "pgrouter/admin/admin.hpp"
 #include "pgrouter/app/runtime.hpp"
 #include "pgrouter/pool/pool.hpp"
 #include "pgrouter/protocol/protocol.hpp"
@@ -196,7 +197,7 @@ asio::awaitable<bool> ClientSession::authenticate(Clock::time_point deadline) {
         co_return false;
     }
     if (database_.empty()) database_ = user_;
-    if (st.log_connections) spdlog::info("C-{}: {}/{}@{} login attempt", id_, database_, user_, client_.peer_address());
+    if (st.log_connections) spdlog::info("C-{}: {}/{}@{} login attempt", id_, database_, user_, peer_);
 
     int method = kReject;
     switch (st.auth_type) {
@@ -332,6 +333,21 @@ asio::awaitable<bool> ClientSession::attach(Clock::time_point deadline) {
     auto& rt = worker_.runtime();
     auto& cfg = *snap_->config;
     auto& st = cfg.settings;
+    if (admin::is_admin_database(database_)) {
+        auto listed = [&](const std::vector<std::string>& v) { return std::find(v.begin(), v.end(), user_) != v.end(); };
+        bool full = listed(st.admin_users);
+        if (!full && !listed(st.stats_users)) {
+            co_await fail(sqlstate::invalid_authorization, "not allowed");
+            co_return false;
+        }
+        auto key = auth::random_bytes(4);
+        std::memcpy(&cancel_key_, key.data(), 4);
+        logged_in_ = true;
+        co_await admin::run_console(worker_, client_,
+                                    admin::ConsoleClient{id_, cancel_key_, user_, database_, full},
+                                    std::move(login_buf_));
+        co_return false;
+    }
     // Route: the database entry, or the "*" fallback.
     const config::DatabaseConfig* db = nullptr;
     std::optional<config::DatabaseConfig> fallback;
@@ -345,6 +361,10 @@ asio::awaitable<bool> ClientSession::attach(Clock::time_point deadline) {
     }
     if (!db) {
         co_await fail(sqlstate::invalid_catalog_name, "no such database: " + database_);
+        co_return false;
+    }
+    if (rt.is_disabled(database_)) {
+        co_await fail(sqlstate::connection_failure, "database \"" + database_ + "\" is disabled");
         co_return false;
     }
     pool_mode_ = static_cast<int>(config::effective_pool_mode(cfg, *db, user_));
@@ -386,12 +406,11 @@ asio::awaitable<bool> ClientSession::attach(Clock::time_point deadline) {
     };
     pool_ = rt.pools->get_or_create(database_, user_, [&](pool::Pool& p) {
         p.configure(make_settings(), make_target());
-        auto dbl = rt.pools->db_limit(database_);
-        dbl->max = db->max_db_connections >= 0 ? db->max_db_connections : st.max_db_connections;
+        p.db_limit().max = db->max_db_connections >= 0 ? db->max_db_connections : st.max_db_connections;
         int mu = st.max_user_connections;
         if (auto u = cfg.users.find(user_); u != cfg.users.end() && u->second.max_user_connections >= 0)
             mu = u->second.max_user_connections;
-        rt.pools->user_limit(user_)->max = mu;
+        p.user_limit().max = mu;
     });
     if (scram_keys_) pool_->set_scram_keys(scram_keys_->first, scram_keys_->second);
 
@@ -438,6 +457,7 @@ asio::awaitable<bool> ClientSession::attach(Clock::time_point deadline) {
     registered_cancel_ = true;
     co_await send(out);
     last_activity_ = Clock::now();
+    logged_in_ = true;
     co_return !client_broken_;
 }
 

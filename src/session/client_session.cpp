@@ -7,6 +7,7 @@
 #include "pgrouter/session/cancel_registry.hpp"
 #include "pgrouter/session/errors.hpp"
 #include "pgrouter/session/server_connection.hpp"
+#include "pgrouter/stats/counters.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -24,6 +25,7 @@ constexpr int kSession = 0, kStatement = 2;
 ClientSession::ClientSession(app::Worker& w, net::Stream s, std::uint64_t id)
     : worker_(w), client_(std::move(s)), id_(id), pump_done_(w.ctx()) {
     last_activity_ = Clock::now();
+    peer_ = client_.peer_address();
 }
 
 ClientSession::~ClientSession() {
@@ -82,7 +84,7 @@ asio::awaitable<void> ClientSession::run() {
     co_await finish();
     client_.close();
     if (ok && snap_ && snap_->config->settings.log_disconnections)
-        spdlog::info("C-{}: {}/{}@{} closing because: {}", id_, database_, user_, client_.peer_address(),
+        spdlog::info("C-{}: {}/{}@{} closing because: {}", id_, database_, user_, peer_,
                      kill_reason_ ? kill_reason_->second : "client close request");
 }
 
@@ -101,11 +103,16 @@ asio::awaitable<void> ClientSession::serve() {
         if (rec == asio::error::would_block || rec == asio::error::try_again) continue;
         if (rec || n == 0 || closing_) co_return;
         last_activity_ = Clock::now();
+        request_time_ = std::chrono::system_clock::now();
         auto r = fscan_.scan(buf.data, n);
-        if (r.sync_points > 0 && pending_ == 0) query_started_ = last_activity_;
+        if (r.sync_points > 0 && pending_ == 0) {
+            query_started_ = last_activity_;
+            if (txn_status_ == 'I') xact_started_ = last_activity_;
+        }
         pending_ += r.sync_points;
         if (r.forward > 0) {
             if (!server_ && !co_await link()) co_return;
+            stats::Counters::add(pool_->counters(worker_.index()).bytes_received, r.forward);
             writing_ = true;
             auto wec = co_await server_->stream().write_all(asio::buffer(buf.data, r.forward));
             writing_ = false;
@@ -126,12 +133,29 @@ asio::awaitable<void> ClientSession::serve() {
 asio::awaitable<bool> ClientSession::link() {
     auto& settings = snap_->config->settings;
     double wait = settings.query_wait_timeout > 0 ? settings.query_wait_timeout : 24 * 3600.0;
-    auto res = co_await pool_->acquire(worker_, Clock::now() + secs(wait));
+    wait_started_ = Clock::now();
+    waiting_ = true;
+    // PAUSE holds new transactions until RESUME (bounded by query_wait_timeout).
+    while (worker_.runtime().is_paused(database_) && !closing_) {
+        if (Clock::now() - wait_started_ > secs(wait)) {
+            waiting_ = false;
+            kill(sqlstate::query_canceled, "query_wait_timeout");
+            co_return false;
+        }
+        asio::steady_timer t(worker_.ctx(), std::chrono::milliseconds(50));
+        co_await t.async_wait(token);
+    }
+    auto res = co_await pool_->acquire(worker_, wait_started_ + secs(wait));
+    waiting_ = false;
+    auto& counters = pool_->counters(worker_.index());
+    stats::Counters::add(counters.wait_time_us, static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - wait_started_).count()));
     if (!res.server) {
         kill(res.sqlstate.empty() ? sqlstate::connection_failure : std::string_view(res.sqlstate), res.message);
         co_return false;
     }
     server_ = std::move(res.server);
+    stats::Counters::add(counters.server_assignments, 1);
     auto sql = build_sync_sql(client_params_, server_->params());
     if (!sql.empty()) {
         auto r = co_await server_->query(sql, Clock::now() + secs(std::max(5.0, settings.server_connect_timeout)));
@@ -188,11 +212,24 @@ asio::awaitable<void> ClientSession::pump() {
             server_->update_param(k, v);
             client_params_.set(k, v);
         }
+        auto& counters = pool_->counters(worker_.index());
+        stats::Counters::add(counters.bytes_sent, n);
         if (r.ready_for_query > 0) {
+            auto now = Clock::now();
+            auto us = [](Clock::duration d) {
+                return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(d).count());
+            };
+            stats::Counters::add(counters.query_count, static_cast<std::uint64_t>(r.ready_for_query));
+            stats::Counters::add(counters.query_time_us, us(now - query_started_));
+            query_started_ = now;
+            if (r.txn_status == 'I') {
+                stats::Counters::add(counters.xact_count, 1);
+                stats::Counters::add(counters.xact_time_us, us(now - xact_started_));
+            }
             pending_ = std::max(0, pending_ - r.ready_for_query);
             txn_status_ = r.txn_status;
             server_->set_txn_status(r.txn_status);
-            last_ready_ = Clock::now();
+            last_ready_ = now;
         }
         auto wec = co_await client_.write_all(asio::buffer(buf.data, n));
         if (wec) {
@@ -259,6 +296,24 @@ asio::awaitable<void> ClientSession::finish() {
         client_.try_write(asio::buffer(out), ec);
         if (ec == asio::error::operation_not_supported) co_await send(out);
     }
+}
+
+ClientSession::Info ClientSession::info() const {
+    Info i;
+    i.id = id_;
+    i.user = user_;
+    i.database = database_;
+    i.peer = peer_;
+    if (auto k = tracked_index("application_name"); k && client_params_.values[*k])
+        i.application_name = *client_params_.values[*k];
+    i.state = !logged_in_ ? "login" : waiting_ ? "waiting" : server_ ? "active" : "idle";
+    i.connect_time = connect_time_;
+    i.request_time = request_time_;
+    if (waiting_) i.wait_seconds = std::chrono::duration<double>(Clock::now() - wait_started_).count();
+    i.server_id = server_ ? server_->id() : 0;
+    i.tls = client_.is_tls();
+    i.cancel_key = cancel_key_;
+    return i;
 }
 
 void ClientSession::forward_cancel() {

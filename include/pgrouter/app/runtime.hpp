@@ -9,6 +9,7 @@
 #include <boost/asio/ssl/context.hpp>
 
 #include <atomic>
+#include <functional>
 #include <cstdint>
 #include <list>
 #include <map>
@@ -110,12 +111,25 @@ public:
     std::atomic<int> client_count{0};
     std::atomic<bool> shutting_down{false};
     std::atomic<bool> paused{false};
+    // PAUSE / DISABLE per database; "*" stands for all. Checked at login (DISABLE)
+    // and before a client gets a server (PAUSE).
+    void set_paused(const std::string& db, bool on);
+    void set_disabled(const std::string& db, bool on);
+    bool is_paused(const std::string& db) const;
+    bool is_disabled(const std::string& db) const;
+
+    // Set by App: RELOAD (returns "" or the problems), and SHUTDOWN (true = immediate).
+    std::function<std::string()> reload;
+    std::function<void(bool)> shutdown;
 
     Runtime();
     ~Runtime();
 
 private:
     std::atomic<std::shared_ptr<const Snapshot>> snapshot_;
+    mutable std::mutex control_m_;
+    std::map<std::string, std::pair<bool, bool>> control_;  // db -> (paused, disabled)
+    std::atomic<int> any_control_{0};                        // fast path: nothing paused or disabled
 };
 
 }  // namespace pgrouter::app

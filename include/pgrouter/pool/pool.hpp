@@ -4,6 +4,7 @@
 #pragma once
 
 #include "pgrouter/auth/auth.hpp"
+#include "pgrouter/stats/counters.hpp"
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -78,6 +79,8 @@ public:
 
     const std::string& database() const { return database_; }
     const std::string& user() const { return user_; }
+    Limit& db_limit() { return *db_limit_; }
+    Limit& user_limit() { return *user_limit_; }
 
     // Runs on worker `w`: an idle server of this worker, a new one, a migrated one, or an error.
     asio::awaitable<AcquireResult> acquire(app::Worker& w, Clock::time_point deadline);
@@ -107,14 +110,19 @@ public:
 
     struct Counts {
         int total = 0, idle = 0, waiting = 0;
+        double max_wait_seconds = 0;  // the oldest waiter's wait
     };
     Counts counts() const;
+    // This worker's counters for this pool (written by that worker only).
+    stats::Counters& counters(int worker) { return shards_[static_cast<std::size_t>(worker)]->counters; }
+    stats::Totals totals() const;
 
 private:
     struct Waiter;
     struct Shard {
         std::vector<std::unique_ptr<ServerConnection>> idle;  // LIFO; owner thread only
         std::atomic<int> idle_count{0};
+        stats::Counters counters;
     };
     bool try_reserve_slot_locked(bool allow_reserve);
     void release_slot_locked();

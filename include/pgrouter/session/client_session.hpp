@@ -52,6 +52,20 @@ public:
     const std::string& database() const { return database_; }
     bool linked() const { return server_ != nullptr; }
 
+    // A point-in-time view for the admin console (read on this session's worker).
+    struct Info {
+        std::uint64_t id = 0;
+        std::string user, database, peer, application_name;
+        const char* state = "idle";  // login | active | waiting | idle
+        std::chrono::system_clock::time_point connect_time, request_time;
+        double wait_seconds = 0;
+        std::uint64_t server_id = 0;  // 0 = none linked
+        bool tls = false;
+        std::uint32_t cancel_key = 0;
+    };
+    Info info() const;
+    std::shared_ptr<pool::Pool> pool() const { return pool_; }
+
 private:
     asio::awaitable<void> run();
     asio::awaitable<bool> read_startup(Clock::time_point deadline);
@@ -74,7 +88,7 @@ private:
     std::uint64_t id_;
     std::uint32_t cancel_key_ = 0;
     std::shared_ptr<const app::Snapshot> snap_;
-    std::string user_, database_;
+    std::string user_, database_, peer_;
     std::string login_buf_;
     std::vector<std::pair<std::string, std::string>> startup_params_;
     std::vector<std::string> unrecognized_options_;
@@ -99,7 +113,10 @@ private:
     asio::steady_timer pump_done_;
     bool closing_ = false;
     std::optional<std::pair<std::string, std::string>> kill_reason_;
-    Clock::time_point last_activity_, query_started_, last_ready_;
+    Clock::time_point last_activity_, query_started_, last_ready_, xact_started_, wait_started_;
+    std::chrono::system_clock::time_point connect_time_ = std::chrono::system_clock::now(), request_time_;
+    bool waiting_ = false;
+    bool logged_in_ = false;
     friend class CancelRegistryAccess;
 };
 

@@ -1,0 +1,34 @@
+// The admin console (database "pgbouncer", alias "pgrouter"): PgBouncer's SHOW,
+// PAUSE, RESUME, RELOAD... over the simple query protocol.
+#pragma once
+
+#include "pgrouter/net/stream.hpp"
+
+#include <boost/asio/awaitable.hpp>
+
+#include <string>
+#include <string_view>
+
+namespace pgrouter::app {
+class Worker;
+}
+
+namespace pgrouter::admin {
+
+bool is_admin_database(std::string_view db);
+
+struct ConsoleClient {
+    std::uint64_t id = 0;        // the session's id (BackendKeyData pid)
+    std::uint32_t cancel_key = 0;
+    std::string user;
+    std::string database;        // "pgbouncer" or "pgrouter"
+    bool full_access = false;    // admin_users (false: stats_users, SHOW only)
+};
+
+// Runs the console on an authenticated client: sends AuthenticationOk, the
+// ParameterStatus set, BackendKeyData and ReadyForQuery, then serves commands
+// until the client leaves. `pending` holds bytes already read from the client.
+boost::asio::awaitable<void> run_console(app::Worker& w, net::Stream& client, ConsoleClient who,
+                                         std::string pending);
+
+}  // namespace pgrouter::admin
