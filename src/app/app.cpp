@@ -226,6 +226,7 @@ struct App::Impl {
             return errors;
         }
         rt.publish(snap);
+        pool::reconfigure_all(*rt.pools, *snap);
         spdlog::info("configuration reloaded from {}", opts.config_path);
         return {};
     }

@@ -4,6 +4,8 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <openssl/x509.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 namespace pgrouter::net {
 
@@ -178,6 +180,15 @@ std::string Stream::peer_address() const {
     auto ep = s->remote_endpoint(ec);
     if (ec) return "?";
     return peer_ip() + ":" + std::to_string(ep.port());
+}
+
+long Stream::peer_uid() {
+    auto* u = std::get_if<unix_socket>(&s_);
+    if (!u) return -1;
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    if (::getsockopt(u->native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return -1;
+    return static_cast<long>(cred.uid);
 }
 
 SSL* Stream::ssl_handle() {

@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cstring>
 #include <strings.h>
+#include <unistd.h>
 
 namespace pgrouter::session {
 
@@ -199,6 +200,10 @@ asio::awaitable<bool> ClientSession::authenticate(Clock::time_point deadline) {
     if (database_.empty()) database_ = user_;
     if (st.log_connections) spdlog::info("C-{}: {}/{}@{} login attempt", id_, database_, user_, peer_);
 
+    // PgBouncer's rule: our own OS user on the unix socket may open the console as pgbouncer.
+    if (admin::is_admin_database(database_) && user_ == "pgbouncer" && client_.is_unix() &&
+        client_.peer_uid() == static_cast<long>(::getuid()))
+        co_return true;
     int method = kReject;
     switch (st.auth_type) {
         case config::AuthType::trust: method = kTrust; break;
@@ -245,6 +250,11 @@ asio::awaitable<bool> ClientSession::authenticate(Clock::time_point deadline) {
 asio::awaitable<bool> ClientSession::auth_password_exchange(int method, Clock::time_point deadline) {
     auto it = snap_->users.find(user_);
     const auth::Credential* cred = it == snap_->users.end() ? nullptr : &it->second;
+    std::optional<auth::Credential> queried;
+    if (!cred) {
+        queried = co_await lookup_auth_query(deadline);
+        if (queried) cred = &*queried;
+    }
     auto denied = [&]() -> asio::awaitable<bool> {
         co_await fail(sqlstate::invalid_password, "password authentication failed for user \"" + user_ + "\"");
         co_return false;
@@ -329,6 +339,59 @@ asio::awaitable<bool> ClientSession::auth_password_exchange(int method, Clock::t
     co_return true;
 }
 
+std::optional<config::DatabaseConfig> ClientSession::resolve_database(const config::Config& cfg,
+                                                                     const std::string& name) {
+    if (auto it = cfg.databases.find(name); it != cfg.databases.end()) return it->second;
+    if (!cfg.fallback_database) return std::nullopt;
+    auto db = *cfg.fallback_database;
+    db.name = name;
+    db.dbname = name;
+    return db;
+}
+
+std::shared_ptr<pool::Pool> ClientSession::pool_for(const config::DatabaseConfig& db, const std::string& user) {
+    auto& rt = worker_.runtime();
+    std::optional<auth::Credential> queried;
+    if (auto q = auth_query_creds_.find(db.user.empty() ? user : db.user); q != auth_query_creds_.end())
+        queried = q->second;
+    auto p = rt.pools->get_or_create(db.name, user, [&](pool::Pool& pool) {
+        pool::apply_config(pool, *snap_, db, queried);
+    });
+    if (queried && !p->target()->credential) pool::apply_config(*p, *snap_, db, queried);
+    return p;
+}
+
+asio::awaitable<std::optional<auth::Credential>> ClientSession::lookup_auth_query(Clock::time_point deadline) {
+    auto& cfg = *snap_->config;
+    auto db = resolve_database(cfg, database_);
+    if (!db) co_return std::nullopt;
+    std::string auth_user = !db->auth_user.empty() ? db->auth_user : cfg.settings.auth_user;
+    if (auth_user.empty()) co_return std::nullopt;
+    auto p = pool_for(*db, auth_user);
+    auto res = co_await p->acquire(worker_, deadline);
+    if (!res.server) {
+        spdlog::warn("C-{}: auth_query: cannot connect as {}: {}", id_, auth_user, res.message);
+        co_return std::nullopt;
+    }
+    std::string sql = cfg.settings.auth_query;
+    auto at = sql.find("$1");
+    if (at != std::string::npos) sql.replace(at, 2, protocol::quote_literal(user_));
+    auto rows = co_await res.server->query_rows(sql, deadline);
+    std::optional<auth::Credential> cred;
+    if (rows.ok && rows.rows.size() == 1 && rows.rows[0].size() >= 2 && rows.rows[0][1]) {
+        auto& secret = *rows.rows[0][1];
+        cred = auth::Credential{user_, secret, auth::classify_secret(secret)};
+    } else if (!rows.ok) {
+        spdlog::warn("C-{}: auth_query failed: {}", id_, rows.message);
+    }
+    if (rows.ok && res.server->txn_status() == 'I')
+        p->release(worker_, std::move(res.server));
+    else
+        p->discard(worker_, std::move(res.server));
+    if (cred) auth_query_creds_[user_] = *cred;
+    co_return cred;
+}
+
 asio::awaitable<bool> ClientSession::attach(Clock::time_point deadline) {
     auto& rt = worker_.runtime();
     auto& cfg = *snap_->config;
@@ -348,17 +411,7 @@ asio::awaitable<bool> ClientSession::attach(Clock::time_point deadline) {
                                     std::move(login_buf_));
         co_return false;
     }
-    // Route: the database entry, or the "*" fallback.
-    const config::DatabaseConfig* db = nullptr;
-    std::optional<config::DatabaseConfig> fallback;
-    if (auto it = cfg.databases.find(database_); it != cfg.databases.end()) {
-        db = &it->second;
-    } else if (cfg.fallback_database) {
-        fallback = *cfg.fallback_database;
-        fallback->name = database_;
-        fallback->dbname = database_;
-        db = &*fallback;
-    }
+    auto db = resolve_database(cfg, database_);
     if (!db) {
         co_await fail(sqlstate::invalid_catalog_name, "no such database: " + database_);
         co_return false;
@@ -368,50 +421,7 @@ asio::awaitable<bool> ClientSession::attach(Clock::time_point deadline) {
         co_return false;
     }
     pool_mode_ = static_cast<int>(config::effective_pool_mode(cfg, *db, user_));
-    auto make_target = [&]() {
-        auto t = std::make_shared<pool::Target>();
-        if (!db->cluster.empty()) {
-            auto c = cfg.clusters.find(db->cluster);
-            if (c != cfg.clusters.end() && c->second.primary) {
-                t->host = c->second.primary->host;
-                t->port = c->second.primary->port;
-            }
-        } else {
-            t->host = db->host;
-            t->port = db->port;
-        }
-        t->dbname = db->dbname.empty() ? db->name : db->dbname;
-        t->user = db->user.empty() ? user_ : db->user;
-        if (!db->password.empty()) {
-            t->credential = auth::Credential{t->user, db->password, auth::classify_secret(db->password)};
-        } else if (auto u = snap_->users.find(t->user); u != snap_->users.end()) {
-            t->credential = u->second;
-        }
-        t->generation = snap_->generation;
-        return t;
-    };
-    auto make_settings = [&]() {
-        pool::Settings s;
-        s.pool_size = config::effective_pool_size(cfg, *db);
-        s.min_pool_size = db->min_pool_size >= 0 ? db->min_pool_size : st.min_pool_size;
-        s.reserve_pool_size = db->reserve_pool_size >= 0 ? db->reserve_pool_size : st.reserve_pool_size;
-        s.reserve_pool_timeout = st.reserve_pool_timeout;
-        s.server_connect_timeout = st.server_connect_timeout;
-        s.server_login_retry = st.server_login_retry;
-        s.server_lifetime = st.server_lifetime;
-        s.server_idle_timeout = st.server_idle_timeout;
-        s.server_check_delay = st.server_check_delay;
-        s.server_check_query = st.server_check_query;
-        return s;
-    };
-    pool_ = rt.pools->get_or_create(database_, user_, [&](pool::Pool& p) {
-        p.configure(make_settings(), make_target());
-        p.db_limit().max = db->max_db_connections >= 0 ? db->max_db_connections : st.max_db_connections;
-        int mu = st.max_user_connections;
-        if (auto u = cfg.users.find(user_); u != cfg.users.end() && u->second.max_user_connections >= 0)
-            mu = u->second.max_user_connections;
-        p.user_limit().max = mu;
-    });
+    pool_ = pool_for(*db, user_);
     if (scram_keys_) pool_->set_scram_keys(scram_keys_->first, scram_keys_->second);
 
     if (rt.client_count.load() > st.max_client_conn) {

@@ -12,6 +12,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <openssl/x509v3.h>
 #include <spdlog/spdlog.h>
 
 namespace pgrouter::session {
@@ -83,6 +84,36 @@ asio::awaitable<std::pair<std::unique_ptr<ServerConnection>, ServerResult>> Serv
     if (opened->first || !opened->second)
         co_return Ret{nullptr, fail(sqlstate::connection_failure,
                                     "could not connect to server " + where + ": " + opened->first.message())};
+    auto snap = w.runtime().snapshot();
+    auto mode = snap->config->tls.server_tls_sslmode;
+    if (snap->server_tls && mode != config::SslMode::disable && !target.unix_socket()) {
+        auto& s = *opened->second;
+        std::string req;
+        proto::write_ssl_request(req);
+        if (co_await s.write_all(asio::buffer(req)))
+            co_return Ret{nullptr, fail(sqlstate::connection_failure, "server write failed during SSLRequest: " + where)};
+        char answer = 0;
+        auto got = co_await with_deadline(s.read_some(asio::buffer(&answer, 1)), deadline);
+        if (!got || got->first || got->second != 1)
+            co_return Ret{nullptr, fail(sqlstate::connection_failure, "server closed the connection during SSLRequest: " + where)};
+        if (answer == 'S') {
+            auto ec = co_await s.tls_handshake(*snap->server_tls, asio::ssl::stream_base::client, target.host);
+            if (!ec && mode == config::SslMode::verify_full) {
+                // verify-full: the certificate must name the host we connected to.
+                X509* cert = SSL_get1_peer_certificate(s.ssl_handle());
+                bool match = cert && X509_check_host(cert, target.host.c_str(), target.host.size(), 0, nullptr) == 1;
+                if (!match && cert) match = X509_check_ip_asc(cert, target.host.c_str(), 0) == 1;
+                if (cert) X509_free(cert);
+                if (!match) co_return Ret{nullptr, fail(sqlstate::connection_failure,
+                                                        "server certificate does not match host " + target.host)};
+            }
+            if (ec) co_return Ret{nullptr, fail(sqlstate::connection_failure, "TLS handshake with server " + where + " failed: " + ec.message())};
+        } else if (answer != 'N' || mode == config::SslMode::require || mode == config::SslMode::verify_ca ||
+                   mode == config::SslMode::verify_full) {
+            co_return Ret{nullptr, fail(sqlstate::connection_failure,
+                                        "server " + where + " does not accept TLS and server_tls_sslmode requires it")};
+        }
+    }
     auto conn = std::make_unique<ServerConnection>(w.runtime().next_id.fetch_add(1), std::move(*opened->second));
     conn->host_ = target.host;
     conn->port_ = target.port;
@@ -239,6 +270,54 @@ asio::awaitable<ServerResult> ServerConnection::query(const std::string& sql, Cl
             body_.clear();
             body_.shrink_to_fit();
             co_return result;
+        }
+    }
+}
+
+asio::awaitable<ServerConnection::Rows> ServerConnection::query_rows(const std::string& sql,
+                                                                     Clock::time_point deadline) {
+    Rows out;
+    std::string msg;
+    proto::write_query(msg, sql);
+    if (auto ec = co_await stream_.write_all(asio::buffer(msg))) {
+        broken_ = true;
+        out.sqlstate = sqlstate::connection_failure;
+        out.message = "server write failed: " + ec.message();
+        co_return out;
+    }
+    out.ok = true;
+    for (;;) {
+        char type = 0;
+        if (!co_await read_message(type, deadline)) {
+            broken_ = true;
+            out.ok = false;
+            out.sqlstate = sqlstate::connection_failure;
+            out.message = "server connection lost";
+            co_return out;
+        }
+        auto body = proto::as_bytes(body_);
+        if (type == 'E') {
+            auto e = proto::parse_error_response(body);
+            out.ok = false;
+            out.sqlstate = e ? e->sqlstate : std::string(sqlstate::protocol_violation);
+            out.message = e ? e->message : "server error";
+        } else if (type == 'D' && body.size() >= 2) {
+            std::vector<std::optional<std::string>> row;
+            std::size_t n = proto::get_u16(body.data()), at = 2;
+            for (std::size_t i = 0; i < n && at + 4 <= body.size(); ++i) {
+                auto len = static_cast<std::int32_t>(proto::get_u32(body.data() + at));
+                at += 4;
+                if (len < 0) {
+                    row.emplace_back(std::nullopt);
+                } else if (at + static_cast<std::size_t>(len) <= body.size()) {
+                    row.emplace_back(std::string(body_.data() + at, static_cast<std::size_t>(len)));
+                    at += static_cast<std::size_t>(len);
+                }
+            }
+            out.rows.push_back(std::move(row));
+        } else if (type == 'Z') {
+            txn_status_ = body_.empty() ? 'I' : body_[0];
+            co_return out;
         }
     }
 }

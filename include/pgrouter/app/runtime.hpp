@@ -27,6 +27,9 @@ namespace pgrouter::session {
 class ClientSession;
 class CancelRegistry;
 }
+namespace pgrouter::admin {
+class State;
+}
 
 namespace pgrouter::app {
 
@@ -121,6 +124,8 @@ public:
     // Set by App: RELOAD (returns "" or the problems), and SHUTDOWN (true = immediate).
     std::function<std::string()> reload;
     std::function<void(bool)> shutdown;
+    // The admin console's shared state (stats_period samples); installed by admin::start().
+    std::atomic<std::shared_ptr<admin::State>> admin_state;
 
     Runtime();
     ~Runtime();

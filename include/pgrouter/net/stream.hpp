@@ -55,6 +55,8 @@ public:
     std::string peer_cert_common_name() const;
     bool peer_cert_verified() const;
     SSL* ssl_handle();
+    // The peer's OS user id on a unix socket (SO_PEERCRED); -1 otherwise.
+    long peer_uid();
 
 private:
     std::variant<tcp::socket, unix_socket, std::unique_ptr<ssl_stream>> s_;

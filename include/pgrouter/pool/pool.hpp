@@ -22,6 +22,10 @@
 namespace pgrouter::app {
 class Worker;
 class Runtime;
+struct Snapshot;
+}
+namespace pgrouter::config {
+struct DatabaseConfig;
 }
 namespace pgrouter::session {
 class ServerConnection;
@@ -116,6 +120,10 @@ public:
     // This worker's counters for this pool (written by that worker only).
     stats::Counters& counters(int worker) { return shards_[static_cast<std::size_t>(worker)]->counters; }
     stats::Totals totals() const;
+    // This worker's idle servers (admin SHOW SERVERS); on that worker's thread only.
+    const std::vector<std::unique_ptr<ServerConnection>>& idle_servers(int worker) const {
+        return shards_[static_cast<std::size_t>(worker)]->idle;
+    }
 
 private:
     struct Waiter;
@@ -155,6 +163,17 @@ private:
     };
     std::optional<Failure> last_failure_;
 };
+
+class PoolRegistry;
+
+// Computes a pool's settings, target and limits from a snapshot and applies
+// them; the target keeps its generation when nothing in it changed, so a reload
+// that does not touch a database keeps its server connections.
+void apply_config(Pool& pool, const app::Snapshot& snap, const config::DatabaseConfig& db,
+                  const std::optional<auth::Credential>& queried_credential = std::nullopt);
+// Re-applies the configuration to every pool after RELOAD; pools whose
+// database is gone keep their last settings until their clients leave.
+void reconfigure_all(PoolRegistry& pools, const app::Snapshot& snap);
 
 // All pools, created on first use by a client login.
 class PoolRegistry {

@@ -3,6 +3,8 @@
 // (server -> client) run on the same worker thread and share this object.
 #pragma once
 
+#include "pgrouter/auth/auth.hpp"
+#include "pgrouter/config/config.hpp"
 #include "pgrouter/net/stream.hpp"
 #include "pgrouter/protocol/scanner.hpp"
 #include "pgrouter/session/params.hpp"
@@ -11,6 +13,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include <chrono>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -18,10 +21,6 @@
 namespace pgrouter::app {
 class Worker;
 struct Snapshot;
-}
-namespace pgrouter::config {
-struct DatabaseConfig;
-enum class PoolMode;
 }
 namespace pgrouter::pool {
 class Pool;
@@ -51,6 +50,9 @@ public:
     const std::string& user() const { return user_; }
     const std::string& database() const { return database_; }
     bool linked() const { return server_ != nullptr; }
+    // For the admin console (SHOW SERVERS/FDS), read on this session's worker only.
+    ServerConnection* server() const { return server_.get(); }
+    int client_fd() { return client_.native_handle(); }
 
     // A point-in-time view for the admin console (read on this session's worker).
     struct Info {
@@ -71,6 +73,9 @@ private:
     asio::awaitable<bool> read_startup(Clock::time_point deadline);
     asio::awaitable<bool> authenticate(Clock::time_point deadline);
     asio::awaitable<bool> attach(Clock::time_point deadline);
+    static std::optional<config::DatabaseConfig> resolve_database(const config::Config& cfg, const std::string& name);
+    std::shared_ptr<pool::Pool> pool_for(const config::DatabaseConfig& db, const std::string& user);
+    asio::awaitable<std::optional<auth::Credential>> lookup_auth_query(Clock::time_point deadline);
     asio::awaitable<bool> read_auth_message(std::string& body, Clock::time_point deadline);
     asio::awaitable<bool> auth_password_exchange(int method, Clock::time_point deadline);
     asio::awaitable<void> serve();
@@ -99,6 +104,7 @@ private:
     std::shared_ptr<pool::Pool> pool_;
     int pool_mode_ = 1;  // config::PoolMode as int: 0 session, 1 transaction, 2 statement
     bool registered_cancel_ = false;
+    std::map<std::string, auth::Credential> auth_query_creds_;  // found by auth_query, for the server login
 
     // Serving state
     std::unique_ptr<ServerConnection> server_;

@@ -22,6 +22,9 @@ inline constexpr std::string_view syntax_error = "42601";
 inline constexpr std::string_view insufficient_privilege = "42501";
 inline constexpr std::string_view object_not_in_prerequisite_state = "55000";
 inline constexpr std::string_view internal_error = "XX000";
+inline constexpr std::string_view undefined_object = "42704";
+inline constexpr std::string_view invalid_parameter_value = "22023";
+inline constexpr std::string_view config_file_error = "F0000";
 }  // namespace sqlstate
 
 // Appends an ErrorResponse. `fatal` errors are followed by the pooler closing the client.

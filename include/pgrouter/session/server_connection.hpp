@@ -54,6 +54,12 @@ public:
     // ParameterStatus. Responses are not forwarded anywhere.
     asio::awaitable<ServerResult> query(const std::string& sql, Clock::time_point deadline);
 
+    // Like query(), keeping the rows (text format) of a small result (auth_query).
+    struct Rows : ServerResult {
+        std::vector<std::vector<std::optional<std::string>>> rows;
+    };
+    asio::awaitable<Rows> query_rows(const std::string& sql, Clock::time_point deadline);
+
     // Sends a CancelRequest for this server's backend on a new connection.
     static asio::awaitable<void> send_cancel(asio::any_io_executor ex, std::string host, int port,
                                              std::uint32_t pid, std::uint32_t key);

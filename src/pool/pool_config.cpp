@@ -1,0 +1,75 @@
+#include "pgrouter/app/runtime.hpp"
+#include "pgrouter/pool/pool.hpp"
+
+namespace pgrouter::pool {
+
+namespace {
+bool same_target(const Target& a, const Target& b) {
+    auto secret = [](const Target& t) { return t.credential ? t.credential->secret : std::string("\x01none"); };
+    return a.host == b.host && a.port == b.port && a.dbname == b.dbname && a.user == b.user && secret(a) == secret(b);
+}
+}  // namespace
+
+void apply_config(Pool& pool, const app::Snapshot& snap, const config::DatabaseConfig& db,
+                  const std::optional<auth::Credential>& queried) {
+    auto& cfg = *snap.config;
+    auto& st = cfg.settings;
+    const std::string& user = pool.user();
+    auto target = std::make_shared<Target>();
+    if (!db.cluster.empty()) {
+        auto c = cfg.clusters.find(db.cluster);
+        if (c != cfg.clusters.end() && c->second.primary) {
+            target->host = c->second.primary->host;
+            target->port = c->second.primary->port;
+        }
+    } else {
+        target->host = db.host;
+        target->port = db.port;
+    }
+    target->dbname = db.dbname.empty() ? db.name : db.dbname;
+    target->user = db.user.empty() ? user : db.user;
+    if (!db.password.empty()) {
+        target->credential = auth::Credential{target->user, db.password, auth::classify_secret(db.password)};
+    } else if (auto u = snap.users.find(target->user); u != snap.users.end()) {
+        target->credential = u->second;
+    } else if (queried) {
+        target->credential = queried;
+    } else if (auto old = pool.target(); old && old->credential) {
+        target->credential = old->credential;  // found by auth_query earlier
+    }
+    auto old = pool.target();
+    target->generation = old && same_target(*old, *target) ? old->generation : snap.generation * 1000003 + 1;
+    Settings ps;
+    ps.pool_size = config::effective_pool_size(cfg, db);
+    ps.min_pool_size = db.min_pool_size >= 0 ? db.min_pool_size : st.min_pool_size;
+    ps.reserve_pool_size = db.reserve_pool_size >= 0 ? db.reserve_pool_size : st.reserve_pool_size;
+    ps.reserve_pool_timeout = st.reserve_pool_timeout;
+    ps.server_connect_timeout = st.server_connect_timeout;
+    ps.server_login_retry = st.server_login_retry;
+    ps.server_lifetime = st.server_lifetime;
+    ps.server_idle_timeout = st.server_idle_timeout;
+    ps.server_check_delay = st.server_check_delay;
+    ps.server_check_query = st.server_check_query;
+    pool.configure(ps, target);
+    int max_user = st.max_user_connections;
+    if (auto u = cfg.users.find(user); u != cfg.users.end() && u->second.max_user_connections >= 0)
+        max_user = u->second.max_user_connections;
+    pool.db_limit().max = db.max_db_connections >= 0 ? db.max_db_connections : st.max_db_connections;
+    pool.user_limit().max = max_user;
+}
+
+void reconfigure_all(PoolRegistry& pools, const app::Snapshot& snap) {
+    auto& cfg = *snap.config;
+    for (auto& p : pools.all()) {
+        if (auto it = cfg.databases.find(p->database()); it != cfg.databases.end()) {
+            apply_config(*p, snap, it->second);
+        } else if (cfg.fallback_database) {
+            auto db = *cfg.fallback_database;
+            db.name = p->database();
+            db.dbname = p->database();
+            apply_config(*p, snap, db);
+        }
+    }
+}
+
+}  // namespace pgrouter::pool
