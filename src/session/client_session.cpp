@@ -222,6 +222,7 @@ asio::awaitable<void> ClientSession::pump() {
             stats::Counters::add(counters.query_count, static_cast<std::uint64_t>(r.ready_for_query));
             stats::Counters::add(counters.query_time_us, us(now - query_started_));
             query_started_ = now;
+            timeout_cancel_sent_ = false;
             if (r.txn_status == 'I') {
                 stats::Counters::add(counters.xact_count, 1);
                 stats::Counters::add(counters.xact_time_us, us(now - xact_started_));
@@ -335,8 +336,15 @@ void ClientSession::janitor(Clock::time_point now) {
     }
     if (server_) {
         if (pending_ > 0 && st.query_timeout > 0 && now - query_started_ > secs(st.query_timeout)) {
-            server_->mark_broken();
-            kill(sqlstate::query_canceled, "query timeout");
+            // Cancel the statement (the client gets 57014 and goes on); if the
+            // server ignores the cancel, give up on it one period later.
+            if (!timeout_cancel_sent_) {
+                timeout_cancel_sent_ = true;
+                forward_cancel();
+            } else if (now - query_started_ > secs(2 * st.query_timeout + 1)) {
+                server_->mark_broken();
+                kill(sqlstate::query_canceled, "query timeout");
+            }
         } else if (pending_ == 0 && txn_status_ != 'I' && st.idle_transaction_timeout > 0 &&
                    now - last_ready_ > secs(st.idle_transaction_timeout)) {
             server_->mark_broken();

@@ -11,6 +11,7 @@
 
 namespace pgrouter::app {
 class Worker;
+class Runtime;
 }
 
 namespace pgrouter::admin {
@@ -30,5 +31,10 @@ struct ConsoleClient {
 // until the client leaves. `pending` holds bytes already read from the client.
 boost::asio::awaitable<void> run_console(app::Worker& w, net::Stream& client, ConsoleClient who,
                                          std::string pending);
+
+// Starts what the console keeps between sessions (the stats_period sampler, on
+// worker 0). Idempotent; the first console login calls it too, but App should
+// call it at startup so SHOW STATS averages cover every period since then.
+void start(app::Runtime& rt);
 
 }  // namespace pgrouter::admin

@@ -122,6 +122,7 @@ private:
     Clock::time_point last_activity_, query_started_, last_ready_, xact_started_, wait_started_;
     std::chrono::system_clock::time_point connect_time_ = std::chrono::system_clock::now(), request_time_;
     bool waiting_ = false;
+    bool timeout_cancel_sent_ = false;
     bool logged_in_ = false;
     friend class CancelRegistryAccess;
 };

@@ -1,0 +1,99 @@
+// PAUSE, RESUME, SUSPEND, DISABLE, ENABLE.
+#include "pgrouter/admin/census.hpp"
+#include "pgrouter/admin/handlers.hpp"
+
+#include "pgrouter/app/runtime.hpp"
+#include "pgrouter/session/errors.hpp"
+
+#include <cstring>
+
+namespace pgrouter::admin {
+
+namespace {
+namespace sqlstate = session::sqlstate;
+
+// Server connections still linked to a client (db, or every database when empty).
+asio::awaitable<int> linked_servers(Context& ctx, const std::string& db) {
+    auto census = co_await take_census(ctx.worker);
+    int n = 0;
+    for (auto& s : census.servers)
+        if (std::strcmp(s.state, "active") == 0 && (db.empty() || s.database == db)) ++n;
+    co_return n;
+}
+}  // namespace
+
+// PAUSE [db]: new transactions wait (the session checks is_paused before it
+// takes a server); returns once running ones have released their servers,
+// then closes the idle servers, so the database can restart under us.
+asio::awaitable<void> pause(Context& ctx, const Command& cmd) {
+    if (cmd.size() > 2) co_return invalid_command(ctx, cmd);
+    std::string db;
+    if (cmd.size() == 2) {
+        auto name = database_arg(ctx, cmd, 1);
+        if (!name) co_return;
+        db = *name;
+    }
+    std::string key = db.empty() ? "*" : db;
+    if (ctx.rt.is_paused(key)) {
+        ctx.error(sqlstate::object_not_in_prerequisite_state, db.empty() ? "already paused" : "database " + db + " is already paused");
+        co_return;
+    }
+    ctx.rt.set_paused(key, true);
+    while (ctx.rt.is_paused(key) && !ctx.rt.shutting_down.load()) {
+        if (co_await linked_servers(ctx, db) == 0) break;
+        co_await sleep_for(ctx, kPollInterval);
+    }
+    if (!ctx.rt.is_paused(key)) {
+        ctx.error(sqlstate::object_not_in_prerequisite_state, "PAUSE cancelled by RESUME");
+        co_return;
+    }
+    co_await close_servers(ctx, db, false);
+    ctx.complete("PAUSE");
+}
+
+// RESUME [db]: after PAUSE or KILL. RESUME without a name resumes everything.
+asio::awaitable<void> resume(Context& ctx, const Command& cmd) {
+    if (cmd.size() > 2) co_return invalid_command(ctx, cmd);
+    if (cmd.size() == 1) {
+        ctx.rt.set_paused("*", false);
+        ctx.complete("RESUME");
+        co_return;
+    }
+    auto db = database_arg(ctx, cmd, 1);
+    if (!db) co_return;
+    if (!ctx.rt.is_paused(*db)) {
+        ctx.error(sqlstate::object_not_in_prerequisite_state, "database " + *db + " is not paused");
+        co_return;
+    }
+    ctx.rt.set_paused(*db, false);
+    if (ctx.rt.is_paused(*db)) ctx.notice("all databases are still paused; RESUME without a name resumes them");
+    ctx.complete("RESUME");
+}
+
+// PgBouncer's SUSPEND hands its sockets to a new process over a unix socket
+// (online restart). pgrouter restarts with SO_REUSEPORT instead.
+asio::awaitable<void> suspend(Context& ctx, const Command& cmd) {
+    if (cmd.size() != 1) co_return invalid_command(ctx, cmd);
+    ctx.error(sqlstate::feature_not_supported,
+              "SUSPEND is not supported: for an online restart start the new pgrouter on the same port "
+              "(SO_REUSEPORT), then run SHUTDOWN WAIT_FOR_CLIENTS on the old one");
+    co_return;
+}
+
+asio::awaitable<void> disable(Context& ctx, const Command& cmd) {
+    if (cmd.size() > 2) co_return invalid_command(ctx, cmd);
+    auto db = database_arg(ctx, cmd, 1);
+    if (!db) co_return;
+    ctx.rt.set_disabled(*db, true);
+    ctx.complete("DISABLE");
+}
+
+asio::awaitable<void> enable(Context& ctx, const Command& cmd) {
+    if (cmd.size() > 2) co_return invalid_command(ctx, cmd);
+    auto db = database_arg(ctx, cmd, 1);
+    if (!db) co_return;
+    ctx.rt.set_disabled(*db, false);
+    ctx.complete("ENABLE");
+}
+
+}  // namespace pgrouter::admin
