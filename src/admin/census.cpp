@@ -138,7 +138,7 @@ Census collect(app::Worker& w) {
 
 std::string ptr_text(std::uint64_t id) { return fmt::format("0x{:x}", id); }
 
-asio::awaitable<bool> on_every_worker(app::Worker& self, std::function<void(app::Worker&)> fn,
+asio::awaitable<bool> on_every_worker(app::Worker& self, const WorkerFn& fn,
                                       std::chrono::milliseconds limit) {
     struct Join {
         explicit Join(asio::io_context& ctx, int n) : done(ctx), left(n) {}
@@ -148,7 +148,7 @@ asio::awaitable<bool> on_every_worker(app::Worker& self, std::function<void(app:
     };
     auto& workers = self.runtime().workers;
     auto join = std::make_shared<Join>(self.ctx(), static_cast<int>(workers.size()));
-    auto shared_fn = std::make_shared<std::function<void(app::Worker&)>>(std::move(fn));
+    auto shared_fn = std::make_shared<WorkerFn>(fn);
     for (auto& wp : workers) {
         app::Worker* w = wp.get();
         asio::post(w->ctx(), [join, shared_fn, w] {
@@ -177,11 +177,12 @@ asio::awaitable<Census> take_census(app::Worker& self) {
     };
     auto parts = std::make_shared<Parts>();
     parts->parts.resize(workers.size());
-    bool all = co_await on_every_worker(self, [parts](app::Worker& w) {
+    WorkerFn fn = [parts](app::Worker& w) {
         auto c = collect(w);
         std::lock_guard lk(parts->m);
         parts->parts[static_cast<std::size_t>(w.index())] = std::move(c);
-    });
+    };
+    bool all = co_await on_every_worker(self, fn);
     Census out;
     out.complete = all;
     std::lock_guard lk(parts->m);

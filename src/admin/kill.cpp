@@ -30,18 +30,20 @@ void retire_servers(app::Runtime& rt, pool::Pool& p) {
     p.configure(p.settings(), std::move(fresh));
 }
 
+using Pick = std::function<bool(const session::ClientSession&)>;
+
 // Kills the client sessions `pick` selects, on every worker; returns how many.
-asio::awaitable<int> kill_sessions(Context& ctx, std::function<bool(const session::ClientSession&)> pick,
-                                   std::string message) {
+asio::awaitable<int> kill_sessions(Context& ctx, const Pick& pick, const std::string& message) {
     auto killed = std::make_shared<std::atomic<int>>(0);
-    co_await on_every_worker(ctx.worker, [pick, killed, message](app::Worker& w) {
+    WorkerFn fn = [pick, killed, message](app::Worker& w) {
         for (auto& weak : w.sessions()) {
             auto s = weak.lock();
             if (!s || !pick(*s)) continue;
             s->kill(sqlstate::admin_shutdown, message);
             ++*killed;
         }
-    });
+    };
+    co_await on_every_worker(ctx.worker, fn);
     co_return killed->load();
 }
 }  // namespace
@@ -50,9 +52,10 @@ asio::awaitable<void> close_servers(Context& ctx, const std::string& db, bool re
     auto pools = pools_of(ctx.rt, db);
     if (retire)
         for (auto& p : pools) retire_servers(ctx.rt, *p);
-    co_await on_every_worker(ctx.worker, [pools](app::Worker& w) {
+    WorkerFn fn = [pools](app::Worker& w) {
         for (auto& p : pools) p->close_idle(w);
-    });
+    };
+    co_await on_every_worker(ctx.worker, fn);
 }
 
 // KILL [db]: drops every client and server of db (of every database when no
@@ -66,12 +69,11 @@ asio::awaitable<void> kill(Context& ctx, const Command& cmd) {
         db = *name;
     }
     ctx.rt.set_paused(db.empty() ? "*" : db, true);
-    co_await kill_sessions(
-        ctx,
-        [db](const session::ClientSession& s) {
-            return !is_admin_database(s.database()) && !s.database().empty() && (db.empty() || s.database() == db);
-        },
-        "database killed by admin command KILL");
+    Pick pick = [db](const session::ClientSession& s) {
+        return !is_admin_database(s.database()) && !s.database().empty() && (db.empty() || s.database() == db);
+    };
+    const std::string why = "database killed by admin command KILL";
+    co_await kill_sessions(ctx, pick, why);
     co_await close_servers(ctx, db, true);
     ctx.complete("KILL");
 }
@@ -86,9 +88,9 @@ asio::awaitable<void> kill_client(Context& ctx, const Command& cmd) {
         ctx.error(sqlstate::syntax_error, "KILL_CLIENT needs a client id (the id column of SHOW CLIENTS)");
         co_return;
     }
-    int n = co_await kill_sessions(
-        ctx, [id](const session::ClientSession& s) { return s.id() == id; },
-        "client killed by admin command KILL_CLIENT");
+    Pick pick = [id](const session::ClientSession& s) { return s.id() == id; };
+    const std::string why = "client killed by admin command KILL_CLIENT";
+    int n = co_await kill_sessions(ctx, pick, why);
     if (n == 0) {
         ctx.error(sqlstate::undefined_object, "no such client: " + *arg);
         co_return;

@@ -94,7 +94,7 @@ std::string lower(std::string s) {
 }
 }  // namespace
 
-asio::awaitable<void> show_config(Context& ctx, const Command&) {
+asio::awaitable<void> show_config(Context& ctx, const Command& cmd) {
     auto snap = ctx.rt.snapshot();
     static const Config defaults{};
     ResultSet rs({{"key"}, {"value"}, {"default"}, {"changeable"}});

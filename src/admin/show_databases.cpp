@@ -32,7 +32,7 @@ std::map<std::string, Usage> by_user(app::Runtime& rt, const Census& census) {
 }
 }  // namespace
 
-asio::awaitable<void> show_databases(Context& ctx, const Command&) {
+asio::awaitable<void> show_databases(Context& ctx, const Command& cmd) {
     auto census = co_await take_census(ctx.worker);
     auto snap = ctx.rt.snapshot();
     auto& cfg = *snap->config;
@@ -83,7 +83,7 @@ asio::awaitable<void> show_databases(Context& ctx, const Command&) {
     rs.write(ctx.out);
 }
 
-asio::awaitable<void> show_users(Context& ctx, const Command&) {
+asio::awaitable<void> show_users(Context& ctx, const Command& cmd) {
     auto census = co_await take_census(ctx.worker);
     auto snap = ctx.rt.snapshot();
     auto& cfg = *snap->config;

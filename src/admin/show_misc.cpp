@@ -12,13 +12,13 @@
 
 namespace pgrouter::admin {
 
-asio::awaitable<void> show_help(Context& ctx, const Command&) {
+asio::awaitable<void> show_help(Context& ctx, const Command& cmd) {
     ctx.notice("Console usage", help_text());
     ctx.complete("SHOW");
     co_return;
 }
 
-asio::awaitable<void> show_version(Context& ctx, const Command&) {
+asio::awaitable<void> show_version(Context& ctx, const Command& cmd) {
     ResultSet rs({{"version"}});
     rs.add({cell(PGROUTER_VERSION_STRING)});
     rs.write(ctx.out);
@@ -26,7 +26,7 @@ asio::awaitable<void> show_version(Context& ctx, const Command&) {
 }
 
 // Whole-process state; pgrouter has no SUSPEND, so "suspended" is always "no".
-asio::awaitable<void> show_state(Context& ctx, const Command&) {
+asio::awaitable<void> show_state(Context& ctx, const Command& cmd) {
     bool paused = ctx.rt.is_paused("*");
     ResultSet rs({{"key"}, {"value"}});
     rs.add({cell("active"), cell(paused ? "no" : "yes")});
@@ -38,7 +38,7 @@ asio::awaitable<void> show_state(Context& ctx, const Command&) {
 
 // PgBouncer's row names. pgrouter keeps no free lists of client or server
 // objects and no DNS cache of its own, so those rows are 0.
-asio::awaitable<void> show_lists(Context& ctx, const Command&) {
+asio::awaitable<void> show_lists(Context& ctx, const Command& cmd) {
     auto census = co_await take_census(ctx.worker);
     auto snap = ctx.rt.snapshot();
     auto pools = ctx.rt.pools->all();
@@ -76,7 +76,7 @@ asio::awaitable<void> show_lists(Context& ctx, const Command&) {
 
 // The objects pgrouter keeps per connection and per pool (allocated one by one,
 // so nothing is "free").
-asio::awaitable<void> show_mem(Context& ctx, const Command&) {
+asio::awaitable<void> show_mem(Context& ctx, const Command& cmd) {
     auto census = co_await take_census(ctx.worker);
     auto pools = ctx.rt.pools->all();
     int servers = 0;
@@ -93,13 +93,13 @@ asio::awaitable<void> show_mem(Context& ctx, const Command&) {
 }
 
 // pgrouter resolves through the system resolver and caches nothing: empty.
-asio::awaitable<void> show_dns_hosts(Context& ctx, const Command&) {
+asio::awaitable<void> show_dns_hosts(Context& ctx, const Command& cmd) {
     ResultSet rs({{"hostname"}, {"ttl", ColType::int8}, {"addrs"}});
     rs.write(ctx.out);
     co_return;
 }
 
-asio::awaitable<void> show_dns_zones(Context& ctx, const Command&) {
+asio::awaitable<void> show_dns_zones(Context& ctx, const Command& cmd) {
     ResultSet rs({{"zonename"}, {"serial", ColType::int8}, {"count", ColType::int4}});
     rs.write(ctx.out);
     co_return;

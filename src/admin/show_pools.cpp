@@ -44,7 +44,7 @@ void add_row(ResultSet& rs, const std::string& db, const std::string& user, cons
 }
 }  // namespace
 
-asio::awaitable<void> show_pools(Context& ctx, const Command&) {
+asio::awaitable<void> show_pools(Context& ctx, const Command& cmd) {
     auto census = co_await take_census(ctx.worker);
     auto snap = ctx.rt.snapshot();
     ResultSet rs(kPoolColumns);

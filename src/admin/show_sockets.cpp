@@ -83,14 +83,14 @@ asio::awaitable<void> show(Context& ctx, Which which) {
 }
 }  // namespace
 
-asio::awaitable<void> show_clients(Context& ctx, const Command&) { co_await show(ctx, Which::clients); }
-asio::awaitable<void> show_servers(Context& ctx, const Command&) { co_await show(ctx, Which::servers); }
-asio::awaitable<void> show_sockets(Context& ctx, const Command&) { co_await show(ctx, Which::both); }
-asio::awaitable<void> show_active_sockets(Context& ctx, const Command&) { co_await show(ctx, Which::active); }
+asio::awaitable<void> show_clients(Context& ctx, const Command& cmd) { co_await show(ctx, Which::clients); }
+asio::awaitable<void> show_servers(Context& ctx, const Command& cmd) { co_await show(ctx, Which::servers); }
+asio::awaitable<void> show_sockets(Context& ctx, const Command& cmd) { co_await show(ctx, Which::both); }
+asio::awaitable<void> show_active_sockets(Context& ctx, const Command& cmd) { co_await show(ctx, Which::active); }
 
 // PgBouncer passes these fds for an online restart; pgrouter restarts with
 // SO_REUSEPORT instead, so the rows are informational and never carry secrets.
-asio::awaitable<void> show_fds(Context& ctx, const Command&) {
+asio::awaitable<void> show_fds(Context& ctx, const Command& cmd) {
     auto census = co_await take_census(ctx.worker);
     ResultSet rs({{"fd", ColType::int4}, {"task"}, {"user"}, {"database"}, {"addr"}, {"port", ColType::int4},
                   {"cancel", ColType::int8}, {"link", ColType::int4}, {"client_encoding"}, {"std_strings"},

@@ -5,7 +5,101 @@
 
 namespace pgrouter::protocol {
 
+bool FrontendScanner::note_type(char t, Result& r) {
+    if (!last_type_) last_type_ = t;
+    switch (t) {
+        case 'Q': case 'F':
+            ++r.sync_points;
+            return true;
+        case 'S':
+            ++r.sync_points;
+            unsynced_ = false;
+            return true;
+        case 'P': case 'B': case 'D': case 'E': case 'C': case 'H':
+            unsynced_ = true;
+            return true;
+        case 'd': case 'c': case 'f':
+            return true;
+        default:  // 'p' after login
+            r.error = "unexpected message type";
+            r.bad_type = t;
+            return false;
+    }
+}
+
+FrontendScanner::Result FrontendScanner::scan_capture(const char* data, std::size_t n) {
+    Result r;
+    last_type_ = 0;
+    std::size_t i = 0, raw_start = 0;
+    auto flush_raw = [&](std::size_t end) {
+        if (end > raw_start) r.items.push_back({raw_start, end, -1});
+        raw_start = end;
+    };
+    while (i < n) {
+        if (remaining_ > 0) {
+            std::size_t take = std::min(remaining_, n - i);
+            if (capturing_) captured_.append(data + i, take);
+            remaining_ -= take;
+            i += take;
+            if (capturing_) raw_start = i;
+            if (remaining_ == 0 && capturing_) {
+                r.messages.push_back(std::move(captured_));
+                captured_.clear();
+                r.items.push_back({0, 0, static_cast<int>(r.messages.size() - 1), r.sync_points});
+                capturing_ = false;
+            }
+            continue;
+        }
+        bool split = hdr_len_ > 0;  // header began in an earlier chunk (held back there)
+        if (!split) flush_raw(i);
+        std::size_t take = std::min(static_cast<std::size_t>(5 - hdr_len_), n - i);
+        std::memcpy(hdr_ + hdr_len_, data + i, take);
+        hdr_len_ += static_cast<int>(take);
+        i += take;
+        if (hdr_len_ < 5) {  // hold the partial header back until it is whole
+            raw_start = i;
+            break;
+        }
+        hdr_len_ = 0;
+        auto h = decode_frontend_header(Bytes(reinterpret_cast<const std::byte*>(hdr_), 5));
+        if (h.status == Decode::error) {
+            r.error = h.error;
+            r.bad_type = hdr_[0];
+            return r;
+        }
+        char t = h.header.type;
+        if (t == 'X') {
+            r.terminate = true;
+            return r;
+        }
+        if (!note_type(t, r)) return r;
+        remaining_ = h.header.body_size();
+        capturing_ = t == 'P' || t == 'B' || t == 'D' || t == 'C';
+        if (capturing_) {
+            captured_.assign(hdr_, 5);
+            raw_start = i;
+            if (remaining_ == 0) {
+                r.messages.push_back(std::move(captured_));
+                captured_.clear();
+                r.items.push_back({0, 0, static_cast<int>(r.messages.size() - 1), r.sync_points});
+                capturing_ = false;
+            }
+        } else if (split) {
+            // The header's bytes came in pieces: send them from our copy.
+            r.messages.emplace_back(hdr_, 5);
+            r.items.push_back({0, 0, static_cast<int>(r.messages.size() - 1)});
+            raw_start = i;
+        } else {
+            raw_start = i - 5;
+        }
+    }
+    if (!capturing_ && hdr_len_ == 0) flush_raw(n);
+    r.forward = n;
+    return r;
+}
+
 FrontendScanner::Result FrontendScanner::scan(const char* data, std::size_t n) {
+    if (capture_) return scan_capture(data, n);
     Result r;
     std::size_t i = 0;
     last_type_ = 0;
@@ -76,9 +170,11 @@ BackendScanner::Result BackendScanner::scan(const char* data, std::size_t n) {
             if (collect_) body_.append(data + i, take);
             remaining_ -= take;
             i += take;
-            if (remaining_ == 0) on_body_complete(r);
+            if (remaining_ == 0) on_body_complete(r, static_cast<long>(i));
             continue;
         }
+        if (hdr_len_ == 0) msg_begin_ = static_cast<long>(i);
+        else if (i == 0) msg_begin_ = -static_cast<long>(hdr_len_);
         std::size_t need = 5 - static_cast<std::size_t>(hdr_len_);
         std::size_t take = std::min(need, n - i);
         std::memcpy(hdr_ + hdr_len_, data + i, take);
@@ -96,12 +192,13 @@ BackendScanner::Result BackendScanner::scan(const char* data, std::size_t n) {
         collect_ = type_ == 'Z' || type_ == 'S';
         body_.clear();
         if (type_ == 'G' || type_ == 'W') r.copy_in = true;
-        if (remaining_ == 0) on_body_complete(r);
+        if (remaining_ == 0) on_body_complete(r, static_cast<long>(i));
     }
     return r;
 }
 
-void BackendScanner::on_body_complete(Result& r) {
+void BackendScanner::on_body_complete(Result& r, long end) {
+    if (watch_ && (type_ == '1' || type_ == '3' || type_ == 'Z')) r.events.push_back({type_, msg_begin_, end});
     if (type_ == 'Z') {
         ++r.ready_for_query;
         r.txn_status = body_.empty() ? 'I' : body_[0];

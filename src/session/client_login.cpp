@@ -422,6 +422,10 @@ asio::awaitable<bool> ClientSession::attach(Clock::time_point deadline) {
     }
     pool_mode_ = static_cast<int>(config::effective_pool_mode(cfg, *db, user_));
     pool_ = pool_for(*db, user_);
+    // Named prepared statements survive server changes only if we rename them.
+    bool track = pool_mode_ != static_cast<int>(config::PoolMode::session) && st.max_prepared_statements > 0;
+    fscan_.set_capture(track);
+    bscan_.set_watch(track);
     if (scram_keys_) pool_->set_scram_keys(scram_keys_->first, scram_keys_->second);
 
     if (rt.client_count.load() > st.max_client_conn) {

@@ -5,6 +5,7 @@
 #include "pgrouter/app/runtime.hpp"
 #include "pgrouter/pool/pool.hpp"
 #include "pgrouter/session/cancel_registry.hpp"
+#include "pgrouter/protocol/prepared.hpp"
 #include "pgrouter/session/errors.hpp"
 #include "pgrouter/session/server_connection.hpp"
 #include "pgrouter/stats/counters.hpp"
@@ -110,11 +111,19 @@ asio::awaitable<void> ClientSession::serve() {
             if (txn_status_ == 'I') xact_started_ = last_activity_;
         }
         pending_ += r.sync_points;
-        if (r.forward > 0) {
+        bool capture = fscan_.capture();
+        if (capture ? !r.items.empty() : r.forward > 0) {
             if (!server_ && !co_await link()) co_return;
-            stats::Counters::add(pool_->counters(worker_.index()).bytes_received, r.forward);
+            stats::Counters::add(pool_->counters(worker_.index()).bytes_received, n);
             writing_ = true;
-            auto wec = co_await server_->stream().write_all(asio::buffer(buf.data, r.forward));
+            net::error_code wec;
+            if (capture) {
+                std::string out;
+                rewrite_statements(buf.data, r, out);
+                wec = co_await server_->stream().write_all(asio::buffer(out));
+            } else {
+                wec = co_await server_->stream().write_all(asio::buffer(buf.data, r.forward));
+            }
             writing_ = false;
             if (wec) {
                 if (server_) server_->mark_broken();
@@ -122,6 +131,7 @@ asio::awaitable<void> ClientSession::serve() {
                 co_return;
             }
         }
+        syncs_sent_ += r.sync_points;
         if (r.error) {
             kill(sqlstate::protocol_violation, std::string("invalid client message: ") + r.error);
             co_return;
@@ -165,6 +175,9 @@ asio::awaitable<bool> ClientSession::link() {
         }
     }
     bscan_.reset();
+    expect_.clear();
+    held_.clear();
+    syncs_sent_ = rfq_seen_ = 0;
     pump_running_ = true;
     stop_pump_ = false;
     auto self = shared_from_this();
@@ -232,7 +245,22 @@ asio::awaitable<void> ClientSession::pump() {
             server_->set_txn_status(r.txn_status);
             last_ready_ = now;
         }
-        auto wec = co_await client_.write_all(asio::buffer(buf.data, n));
+        net::error_code wec;
+        if (bscan_.watch()) {
+            // Hide the pooler's own ParseComplete/CloseComplete; hold back a split header.
+            auto drops = track_statements(r);
+            std::string v = std::move(held_);
+            held_.clear();
+            long base = static_cast<long>(v.size());
+            std::size_t keep = n - static_cast<std::size_t>(bscan_.partial_header());
+            v.append(buf.data, keep);
+            held_.assign(buf.data + keep, n - keep);
+            for (auto it = drops.rbegin(); it != drops.rend(); ++it)
+                v.erase(static_cast<std::size_t>(base + it->first), static_cast<std::size_t>(it->second - it->first));
+            wec = co_await client_.write_all(asio::buffer(v));
+        } else {
+            wec = co_await client_.write_all(asio::buffer(buf.data, n));
+        }
         if (wec) {
             client_broken_ = true;
             closing_ = true;
@@ -258,6 +286,8 @@ asio::awaitable<void> ClientSession::release_server() {
         co_await t.async_wait(token);
     }
     if (s->cancel_gate()->in_flight > 0) s->mark_broken();
+    int max_prepared = snap_->config->settings.max_prepared_statements;
+    if (max_prepared > 0 && static_cast<int>(s->prepared().size()) > max_prepared) s->mark_broken();
     pool_->release(worker_, std::move(s));
     if (worker_.runtime().shutting_down.load()) kill(sqlstate::admin_shutdown, "pgrouter is shutting down");
 }
@@ -297,6 +327,84 @@ asio::awaitable<void> ClientSession::finish() {
         client_.try_write(asio::buffer(out), ec);
         if (ec == asio::error::operation_not_supported) co_await send(out);
     }
+}
+
+void ClientSession::rewrite_statements(const char* chunk, const protocol::FrontendScanner::Result& r,
+                                       std::string& out) {
+    auto& on_server = server_->prepared();
+    for (auto& item : r.items) {
+        if (item.message < 0) {
+            out.append(chunk + item.begin, item.end - item.begin);
+            continue;
+        }
+        const std::string& m = r.messages[static_cast<std::size_t>(item.message)];
+        auto ref = protocol::statement_of(m);
+        if (!ref || !ref->is_statement || ref->name.empty()) {
+            out.append(m);
+            continue;
+        }
+        int seq = syncs_sent_ + item.syncs_before;
+        std::string name(ref->name);
+        if (ref->type == 'P') {
+            auto global = protocol::global_statement_name(m);
+            auto renamed = global ? protocol::rename_statement(m, *global) : std::nullopt;
+            if (!renamed) {
+                out.append(m);
+                continue;
+            }
+            if (on_server.erase(*global)) {  // re-prepare: the old one must go first
+                protocol::write_close_statement(out, *global);
+                expect_.push_back({seq, '3', true});
+            }
+            out.append(*renamed);
+            expect_.push_back({seq, '1', false});
+            on_server.insert(*global);
+            statements_[name] = Statement{*global, std::move(*renamed)};
+            continue;
+        }
+        auto st = statements_.find(name);
+        if (st == statements_.end()) {  // unknown to us: the server answers as PostgreSQL would
+            out.append(m);
+            continue;
+        }
+        if (ref->type == 'C') {
+            // The server statement may serve other clients: close a name that does
+            // not exist instead, which still answers CloseComplete.
+            statements_.erase(st);
+            protocol::write_close_statement(out, "PGR_closed");
+            continue;
+        }
+        if (!on_server.count(st->second.global)) {
+            out.append(st->second.parse);
+            expect_.push_back({seq, '1', true});
+            on_server.insert(st->second.global);
+        }
+        if (auto renamed = protocol::rename_statement(m, st->second.global)) out.append(*renamed);
+    }
+}
+
+std::vector<std::pair<long, long>> ClientSession::track_statements(const protocol::BackendScanner::Result& r) {
+    std::vector<std::pair<long, long>> drops;
+    auto expire = [&] {
+        while (!expect_.empty() && expect_.front().seq < rfq_seen_) {
+            // Skipped after an error: what exists on the server is no longer known.
+            expect_.pop_front();
+            if (server_) server_->mark_broken();
+        }
+    };
+    for (auto& ev : r.events) {
+        if (ev.type == 'Z') {
+            ++rfq_seen_;
+            expire();
+            continue;
+        }
+        expire();
+        if (!expect_.empty() && expect_.front().type == ev.type) {
+            if (expect_.front().hide) drops.emplace_back(ev.begin, ev.end);
+            expect_.pop_front();
+        }
+    }
+    return drops;
 }
 
 ClientSession::Info ClientSession::info() const {

@@ -60,8 +60,11 @@ struct Census {
 };
 
 // Runs fn on every worker's thread and resumes (on self) when all have run
-// or `limit` passed; returns false on timeout.
-asio::awaitable<bool> on_every_worker(app::Worker& self, std::function<void(app::Worker&)> fn,
+// or `limit` passed; returns false on timeout. fn is copied before the first
+// suspension. Callers pass named objects: GCC 12 mishandles temporaries with
+// destructors inside a co_await expression.
+using WorkerFn = std::function<void(app::Worker&)>;
+asio::awaitable<bool> on_every_worker(app::Worker& self, const WorkerFn& fn,
                                       std::chrono::milliseconds limit = std::chrono::seconds(5));
 
 asio::awaitable<Census> take_census(app::Worker& self);

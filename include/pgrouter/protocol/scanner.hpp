@@ -20,22 +20,44 @@ public:
         bool terminate = false;   // a Terminate message ends the chunk (not forwarded)
         const char* error = nullptr;
         char bad_type = 0;
+        // Capture mode only: the output in order, as ranges of the chunk or whole
+        // Parse/Bind/Describe/Close messages (header included) to be rewritten.
+        struct Item {
+            std::size_t begin = 0, end = 0;  // chunk range, when message < 0
+            int message = -1;                // index into `messages`
+            int syncs_before = 0;            // sync points earlier in this chunk
+        };
+        std::vector<Item> items;
+        std::vector<std::string> messages;
     };
     Result scan(const char* data, std::size_t n);
+    // Named prepared statements need Parse/Bind/Describe/Close whole: turn it on
+    // for transaction and statement pooling with max_prepared_statements > 0.
+    void set_capture(bool on) { capture_ = on; }
+    bool capture() const { return capture_; }
     // Inside a message, or inside an extended-protocol batch not yet closed by Sync.
     bool partial() const { return remaining_ > 0 || hdr_len_ > 0; }
     bool unsynced() const { return unsynced_; }
     // After a failed or abandoned link, start clean.
-    void reset() { *this = FrontendScanner{}; }
+    void reset() {
+        bool c = capture_;
+        *this = FrontendScanner{};
+        capture_ = c;
+    }
     // First message type seen in the last scan (for statement-level decisions).
     char last_type() const { return last_type_; }
 
 private:
+    Result scan_capture(const char* data, std::size_t n);
+    bool note_type(char t, Result& r);  // sync points and flags; false on a bad type
     std::size_t remaining_ = 0;  // body bytes of the current message still to come
     char hdr_[5]{};
     int hdr_len_ = 0;
     bool unsynced_ = false;
     char last_type_ = 0;
+    bool capture_ = false;
+    bool capturing_ = false;  // the current message is being collected into captured_
+    std::string captured_;
 };
 
 // Server -> client.
@@ -47,13 +69,30 @@ public:
         bool error = false;          // malformed framing
         std::vector<std::pair<std::string, std::string>> params;  // ParameterStatus seen
         bool copy_in = false;        // CopyInResponse / CopyBothResponse seen
+        // Watch mode only: ParseComplete, CloseComplete and ReadyForQuery in order,
+        // with their place in the chunk (begin < 0: the header began in earlier chunks).
+        struct Event {
+            char type;
+            long begin, end;
+        };
+        std::vector<Event> events;
     };
     Result scan(const char* data, std::size_t n);
     bool partial() const { return remaining_ > 0 || hdr_len_ > 0; }
-    void reset() { *this = BackendScanner{}; }
+    // Bytes of a header not yet complete at the end of the last chunk.
+    int partial_header() const { return remaining_ == 0 ? hdr_len_ : 0; }
+    void set_watch(bool on) { watch_ = on; }
+    bool watch() const { return watch_; }
+    void reset() {
+        bool w = watch_;
+        *this = BackendScanner{};
+        watch_ = w;
+    }
 
 private:
-    void on_body_complete(Result& r);
+    void on_body_complete(Result& r, long end);
+    bool watch_ = false;
+    long msg_begin_ = 0;
     std::size_t remaining_ = 0;
     char hdr_[5]{};
     int hdr_len_ = 0;

@@ -13,7 +13,9 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include <chrono>
+#include <deque>
 #include <map>
+#include <unordered_map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -84,6 +86,12 @@ private:
     asio::awaitable<void> finish();
     asio::awaitable<void> release_server();
     bool releasable() const;
+    // Named prepared statements (transaction/statement pooling): rewrites the
+    // captured messages of one client chunk into `out`.
+    void rewrite_statements(const char* chunk, const protocol::FrontendScanner::Result& r, std::string& out);
+    // Applies ParseComplete/CloseComplete/ReadyForQuery events of one server chunk;
+    // returns the byte ranges (in held_ + chunk coordinates) to hide from the client.
+    std::vector<std::pair<long, long>> track_statements(const protocol::BackendScanner::Result& r);
     asio::awaitable<void> send(const std::string& bytes);
     asio::awaitable<void> fail(std::string_view state, std::string message);
     void handle_cancel_request(std::uint32_t pid, std::uint32_t key);
@@ -119,6 +127,19 @@ private:
     asio::steady_timer pump_done_;
     bool closing_ = false;
     std::optional<std::pair<std::string, std::string>> kill_reason_;
+    struct Statement {
+        std::string global;     // the pooler-wide name on servers
+        std::string parse;      // the client's Parse, renamed to `global`
+    };
+    std::unordered_map<std::string, Statement> statements_;  // client name -> statement
+    struct Expect {
+        int seq;     // the sync point this response belongs to
+        char type;   // '1' ParseComplete or '3' CloseComplete
+        bool hide;   // injected by the pooler: not for the client
+    };
+    std::deque<Expect> expect_;
+    int syncs_sent_ = 0, rfq_seen_ = 0;  // per link
+    std::string held_;                    // server bytes held back (partial header)
     Clock::time_point last_activity_, query_started_, last_ready_, xact_started_, wait_started_;
     std::chrono::system_clock::time_point connect_time_ = std::chrono::system_clock::now(), request_time_;
     bool waiting_ = false;

@@ -12,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 namespace pgrouter::app {
@@ -84,6 +85,8 @@ public:
     bool broken() const { return broken_; }
     void mark_broken() { broken_ = true; }
     void close();
+    // Pooler-named prepared statements that exist on this server.
+    std::unordered_set<std::string>& prepared() { return prepared_; }
 
 private:
     asio::awaitable<ServerResult> login(const pool::Target& target,
@@ -104,6 +107,7 @@ private:
     char txn_status_ = 'I';
     bool broken_ = false;
     std::shared_ptr<CancelGate> cancel_gate_ = std::make_shared<CancelGate>();
+    std::unordered_set<std::string> prepared_;
     std::string rbuf_;  // login and pooler queries only
     std::string body_;
 };
