@@ -128,7 +128,18 @@ struct App::Impl {
                     it = list.erase(it);
                 }
             }
-            for (auto& p : rt.pools->all()) p->janitor(w);
+            auto pools = rt.pools->all();
+            for (auto& p : pools) p->janitor(w);
+            // A pool held back by max_db_connections / max_user_connections takes an
+            // idle server from another pool under the same limit.
+            for (auto& p : pools) {
+                if (!p->blocked_by_shared_limit()) continue;
+                for (auto& other : pools) {
+                    if (other == p || (&other->db_limit() != &p->db_limit() && &other->user_limit() != &p->user_limit()))
+                        continue;
+                    if (other->evict_one_idle(w)) break;
+                }
+            }
         }
     }
 

@@ -5,6 +5,8 @@
 #include "pgrouter/session/server_connection.hpp"
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
@@ -344,14 +346,40 @@ void Pool::janitor(app::Worker& w) {
         discard(w, std::move(victim));
     }
     if (w.index() != 0) return;
-    // Reserve pool: waiters that waited longer than reserve_pool_timeout may use it.
-    std::lock_guard lk(m_);
-    if (st.reserve_pool_size <= 0 || waiters_.empty()) return;
-    auto& front = waiters_.front();
-    if (now - front->since >= secs(st.reserve_pool_timeout)) {
-        front->reserve_granted = true;
+    bool top_up = false;
+    {
+        std::lock_guard lk(m_);
+        // Reserve pool: waiters that waited longer than reserve_pool_timeout may use it.
+        if (st.reserve_pool_size > 0 && !waiters_.empty() && now - waiters_.front()->since >= secs(st.reserve_pool_timeout))
+            waiters_.front()->reserve_granted = true;
+        // Slots freed in other pools (max_db_connections / max_user_connections) reach waiters here.
         grant_slot_to_waiter_locked();
+        bool failing = last_failure_ && now - last_failure_->at < secs(st.server_login_retry);
+        top_up = total_ < st.min_pool_size && !failing && try_reserve_slot_locked(false);
     }
+    // min_pool_size: open one server per tick until the pool has that many.
+    if (top_up) {
+        auto self = shared_from_this();
+        asio::co_spawn(w.ctx(), [self, &w]() -> asio::awaitable<void> {
+            auto r = co_await self->connect_new(w, Clock::now() + std::chrono::seconds(30));
+            if (r.server) self->release(w, std::move(r.server));
+        }, asio::detached);
+    }
+}
+
+bool Pool::evict_one_idle(app::Worker& w) {
+    auto& sh = *shards_[w.index()];
+    if (sh.idle.empty()) return false;
+    auto s = std::move(sh.idle.front());  // the least recently used
+    sh.idle.erase(sh.idle.begin());
+    sh.idle_count.fetch_sub(1);
+    discard(w, std::move(s));
+    return true;
+}
+
+bool Pool::blocked_by_shared_limit() const {
+    std::lock_guard lk(m_);
+    return !waiters_.empty() && total_ < settings_.pool_size;
 }
 
 void Pool::close_idle(app::Worker& w) {

@@ -106,6 +106,10 @@ public:
     // Every second on each worker: closes idle servers past their lifetime or
     // idle timeout, grants reserve slots to clients that waited too long.
     void janitor(app::Worker& w);
+    // Clients wait although the pool is under pool_size: a db/user limit holds them.
+    bool blocked_by_shared_limit() const;
+    // Closes this worker's least recently used idle server; false when none.
+    bool evict_one_idle(app::Worker& w);
     // Closes idle servers of this worker now (RECONNECT, failover) and marks busy ones.
     void close_idle(app::Worker& w);
 
