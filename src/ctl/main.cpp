@@ -29,7 +29,7 @@ constexpr const char* kUsageText =
     "2 cannot connect, 64 bad usage.\n";
 
 // Words are joined with spaces; a word holding spaces or quotes is quoted
-// as a string literal, so `set server_check_query "select 1"` works.
+// as a string literal, so `set server_check_query = "select 1"` works.
 std::string join_command(const std::vector<std::string>& words) {
     std::string sql;
     for (auto& w : words) {
@@ -85,6 +85,7 @@ int main(int argc, char** argv) {
         std::fputs(kUsageText, stderr);
         return kUsage;
     }
+    // consul-hook (SPEC §6) is another subcommand; it plugs in here.
     if (words[0] == "consul-hook") {
         std::fprintf(stderr, "pgrouter-ctl: consul-hook is not available in this build\n");
         return kUsage;

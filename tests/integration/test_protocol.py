@@ -14,8 +14,8 @@ import pytest
 
 import helpers
 import pgwire
-from pgwire import (bind_msg, close_msg, describe_msg, execute_msg, flush_msg, parse_msg, query_msg,
-                    startup_packet, sync_msg)
+from pgwire import (bind_msg, close_msg, describe_msg, execute_msg, flush_msg, parse_msg, startup_packet,
+                    sync_msg)
 
 
 def one(conn, sql, args=None):

@@ -6,7 +6,9 @@
 
 #include <boost/asio/awaitable.hpp>
 
+#include <cstdint>
 #include <string>
+#include <utility>
 #include <string_view>
 
 namespace pgrouter::app {
@@ -24,6 +26,12 @@ struct ConsoleClient {
     std::string user;
     std::string database;        // "pgbouncer" or "pgrouter"
     bool full_access = false;    // admin_users (false: stats_users, SHOW only)
+
+    // A constructor, not aggregate init: GCC 12 copies a braced aggregate
+    // temporary bitwise when it is a coroutine argument (SSO strings then dangle).
+    ConsoleClient() = default;
+    ConsoleClient(std::uint64_t id_, std::uint32_t key, std::string user_, std::string database_, bool full)
+        : id(id_), cancel_key(key), user(std::move(user_)), database(std::move(database_)), full_access(full) {}
 };
 
 // Runs the console on an authenticated client: sends AuthenticationOk, the

@@ -1,0 +1,407 @@
+#!/usr/bin/env bash
+# pgrouter vs PgBouncer 1.18 on the same machine, same PostgreSQL 15, same pool.
+#   bench/compare.sh        pgbench -S and TPC-B, -M simple/extended, 10/100/1000 clients
+#   bench/compare.sh idle   RSS per idle client, 10,000 idle clients
+# Environment: DURATION (15 s per measured run), WARMUP (2 s), CLIENTS ("10 100 1000"),
+# SCALE (10), POOL_SIZE (20), IDLE_CLIENTS (10000), POOLERS ("pgbouncer pgrouter"),
+# PGROUTER_WORKERS (0 = one per CPU), BENCH_TIMEOUT (whole run, s), BENCH_OUT (copy of the table).
+# See bench/README.md. Every process started here is stopped by pid at exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+MODE=${1:-tps}
+case "$MODE" in tps | idle) ;; *) die "usage: bench/compare.sh [tps|idle]" ;; esac
+DURATION=${DURATION:-15}
+WARMUP=${WARMUP:-2}
+CLIENTS=${CLIENTS:-"10 100 1000"}
+SCALE=${SCALE:-10}
+POOL_SIZE=${POOL_SIZE:-20}
+IDLE_CLIENTS=${IDLE_CLIENTS:-10000}
+POOLERS=${POOLERS:-"pgbouncer pgrouter"}
+PGROUTER_WORKERS=${PGROUTER_WORKERS:-0}
+MAX_CLIENT_CONN=$((IDLE_CLIENTS + 1100))
+if [ -z "${BENCH_TIMEOUT:-}" ]; then
+  nclients=$(wc -w <<<"$CLIENTS")
+  BENCH_TIMEOUT=$((600 + nclients * 8 * (DURATION + WARMUP + 30)))
+fi
+
+ensure_packages postgresql-15 postgresql-client-15 pgbouncer python3
+if [[ " $POOLERS " == *" pgrouter "* ]] && [ ! -x "$PGROUTER_BIN" ]; then
+  ensure_packages "${REQUIRED_PACKAGES[@]}"
+  build_pgrouter || warn "build failed: pgrouter will be reported as failed"
+fi
+
+# File descriptors: 1000 pgbench clients, or 10,000 idle clients, on both sides.
+hard=$(ulimit -Hn)
+want=$((MAX_CLIENT_CONN * 2 + 1000))
+[ "$want" -lt 10000 ] && want=10000
+if [ "$hard" != unlimited ] && [ "$hard" -lt "$want" ]; then want=$hard; fi
+ulimit -n "$want" || warn "could not raise the fd limit to $want"
+if [ "$MODE" = idle ] && [ "$(ulimit -n)" -lt $((IDLE_CLIENTS + 200)) ]; then
+  IDLE_CLIENTS=$(($(ulimit -n) - 200))
+  warn "fd limit $(ulimit -n): only $IDLE_CLIENTS idle clients"
+fi
+
+WORK=$(mktemp -d /tmp/pgrouter-bench.XXXXXX)
+chmod 755 "$WORK"
+[ "$(id -u)" -eq 0 ] && chown "$PG_OS_USER:$PG_OS_USER" "$WORK"
+declare -A PID PORT STATUS FAILS
+WATCHDOG=
+BG=
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  [ -n "$BG" ] && stop_pid "$BG" 5
+  local p
+  for p in "${!PID[@]}"; do stop_pid "${PID[$p]}" 10; done
+  pg_stop "$WORK/pg"
+  [ -n "$WATCHDOG" ] && kill "$WATCHDOG" 2>/dev/null
+  rm -rf "$WORK"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'warn "stopped (signal or BENCH_TIMEOUT=${BENCH_TIMEOUT}s)"; exit 143' TERM
+(sleep "$BENCH_TIMEOUT" && kill -TERM $$) 2>/dev/null &
+WATCHDOG=$!
+
+# --------------------------------------------------------------------------- PostgreSQL
+PGPORT=$(free_port 20000 30000)
+log "PostgreSQL 15 on $PGPORT (max_connections 300), pgbench -i -s $SCALE"
+pg_init "$WORK/pg" "$PGPORT" "$WORK" "max_connections = 300" "shared_buffers = '256MB'" "fsync = off" \
+  "synchronous_commit = off" "full_page_writes = off" "max_wal_size = '2GB'" "checkpoint_timeout = '30min'"
+printf 'local all all trust\nhost all all 127.0.0.1/32 trust\n' | as_postgres tee "$WORK/pg/pg_hba.conf" >/dev/null
+pg_start "$WORK/pg" "$WORK/postgresql.log"
+as_postgres "$PG_BINDIR/createdb" -h "$WORK" -p "$PGPORT" -U postgres bench
+as_postgres "$PG_BINDIR/pgbench" -h "$WORK" -p "$PGPORT" -U postgres -i -q -s "$SCALE" bench >/dev/null 2>&1
+
+# --------------------------------------------------------------------------- poolers
+printf '"postgres" ""\n' >"$WORK/userlist.txt"
+
+write_pgbouncer_ini() {
+  cat >"$WORK/pgbouncer.ini" <<EOF
+[databases]
+bench = host=127.0.0.1 port=$PGPORT dbname=bench
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = ${PORT[pgbouncer]}
+unix_socket_dir =
+auth_type = trust
+auth_file = $WORK/userlist.txt
+pool_mode = transaction
+default_pool_size = $POOL_SIZE
+max_client_conn = $MAX_CLIENT_CONN
+log_connections = 0
+log_disconnections = 0
+server_tls_sslmode = disable
+EOF
+}
+
+write_pgrouter_toml() {
+  cat >"$WORK/pgrouter.toml" <<EOF
+[pgrouter]
+listen_addr = "127.0.0.1"
+listen_port = ${PORT[pgrouter]}
+unix_socket_dir = ""
+auth_type = "trust"
+auth_file = "$WORK/userlist.txt"
+pool_mode = "transaction"
+default_pool_size = $POOL_SIZE
+max_client_conn = $MAX_CLIENT_CONN
+log_connections = false
+log_disconnections = false
+workers = $PGROUTER_WORKERS
+
+[tls]
+server_tls_sslmode = "disable"
+
+[databases.bench]
+host = "127.0.0.1"
+port = $PGPORT
+dbname = "bench"
+EOF
+}
+
+start_pooler() {
+  local name=$1
+  PORT[$name]=$(free_port 20000 30000)
+  case "$name" in
+    pgbouncer)
+      write_pgbouncer_ini
+      [ "$(id -u)" -eq 0 ] && chown "$PG_OS_USER" "$WORK/pgbouncer.ini" "$WORK/userlist.txt"
+      "${AS_PG_EXEC[@]}" "$PGBOUNCER_BIN" "$WORK/pgbouncer.ini" >"$WORK/pgbouncer.log" 2>&1 &
+      ;;
+    pgrouter)
+      if [ ! -x "$PGROUTER_BIN" ]; then
+        STATUS[$name]="failed: $PGROUTER_BIN missing"
+        warn "${STATUS[$name]}"
+        return 0
+      fi
+      write_pgrouter_toml
+      "$PGROUTER_BIN" "$WORK/pgrouter.toml" >"$WORK/pgrouter.log" 2>&1 &
+      ;;
+    *) die "unknown pooler $name" ;;
+  esac
+  PID[$name]=$!
+  if wait_port "${PORT[$name]}" 15 "${PID[$name]}"; then
+    STATUS[$name]=ok
+    log "$name up on ${PORT[$name]} (pid ${PID[$name]})"
+  else
+    STATUS[$name]="failed: did not start"
+    warn "$name did not start; its log:"
+    tail -n 20 "$WORK/$name.log" >&2 || true
+    stop_pid "${PID[$name]}" 5
+    unset "PID[$name]"
+  fi
+}
+
+alive() { [ "${STATUS[$1]}" = ok ] && kill -0 "${PID[$1]}" 2>/dev/null; }
+
+cpu_ticks() {  # utime + stime of the whole process (all threads)
+  awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
+}
+
+rss_kb() {
+  awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
+}
+
+for p in $POOLERS; do start_pooler "$p"; done
+CLK_TCK=$(getconf CLK_TCK)
+
+# --------------------------------------------------------------------------- tps mode
+RESULTS="$WORK/results.tsv"
+: >"$RESULTS"
+
+run_pgbench() {  # pooler clients script proto seconds outfile
+  local name=$1 c=$2 script=$3 proto=$4 secs=$5 out=$6 flags=()
+  [ "$script" = select-only ] && flags+=(-S)
+  PGCONNECT_TIMEOUT=10 timeout -k 5 $((secs + 60)) "$PG_BINDIR/pgbench" -h 127.0.0.1 -p "${PORT[$name]}" -U postgres -n \
+    -c "$c" -j 2 -T "$secs" -M "$proto" "${flags[@]}" bench >"$out" 2>&1
+}
+
+# A failed run is reported and the next one tried; after two failures in a row
+# the pooler is given up for the rest of the run, so a hung pooler costs minutes, not hours.
+record_failure() {  # pooler clients script proto why
+  local name=$1
+  warn "$name c=$2 $3 $4: $5"
+  FAILS[$name]=$((${FAILS[$name]:-0} + 1))
+  if ! kill -0 "${PID[$name]:-0}" 2>/dev/null; then
+    STATUS[$name]="failed: process died"
+  elif [ "${FAILS[$name]}" -ge 2 ]; then
+    STATUS[$name]="failed: two runs in a row failed (last: $5)"
+  fi
+  printf '%s\t%s\t%s\t%s\tFAILED\t\t\t\t%s\n' "$name" "$2" "$3" "$4" "$5" >>"$RESULTS"
+}
+
+measure() {  # pooler clients script proto
+  local name=$1 c=$2 script=$3 proto=$4 out="$WORK/pgbench.out" rc=0
+  if ! alive "$name"; then
+    [ "${STATUS[$name]}" = ok ] && STATUS[$name]="failed: process died"
+    printf '%s\t%s\t%s\t%s\tFAILED\t\t\t\t%s\n' "$name" "$c" "$script" "$proto" "${STATUS[$name]}" >>"$RESULTS"
+    return 0
+  fi
+  if ! run_pgbench "$name" "$c" "$script" "$proto" "$WARMUP" "$WORK/warmup.out"; then
+    record_failure "$name" "$c" "$script" "$proto" "warm-up failed: $(tail -n 2 "$WORK/warmup.out" | tr '\n' ' ')"
+    return 0
+  fi
+  local pid=${PID[$name]} t0 t1 rss
+  t0=$(cpu_ticks "$pid")
+  run_pgbench "$name" "$c" "$script" "$proto" "$DURATION" "$out" &
+  BG=$!
+  sleep "$(awk -v d="$DURATION" 'BEGIN { print d / 2 }')"
+  rss=$(rss_kb "$pid" 2>/dev/null || echo 0)   # under load, all clients connected
+  wait "$BG" || rc=$?
+  BG=
+  t1=$(cpu_ticks "$pid" 2>/dev/null || echo "$t0")
+  local tx tps lat failed
+  tx=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out")
+  tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$out")
+  lat=$(sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' "$out")
+  failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$out")
+  if [ "$rc" -ne 0 ] || [ -z "$tx" ] || [ "$tx" -eq 0 ] || [ -z "$tps" ]; then
+    record_failure "$name" "$c" "$script" "$proto" "pgbench exit $rc: $(tail -n 2 "$out" | tr '\n' ' ')"
+    return 0
+  fi
+  FAILS[$name]=0
+  local cpu_us
+  cpu_us=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$tx" 'BEGIN { printf "%.1f", d * 1e6 / hz / n }')
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$c" "$script" "$proto" "$tps" "$lat" "$cpu_us" \
+    "$rss" "failed=${failed:-0}" >>"$RESULTS"
+  log "$name c=$c $script $proto: tps $tps, latency $lat ms, $cpu_us us CPU/tx, RSS $((rss / 1024)) MB"
+}
+
+if [ "$MODE" = tps ]; then
+  i=0
+  for c in $CLIENTS; do
+    for script in select-only tpcb; do
+      for proto in simple extended; do
+        order=$POOLERS
+        # Alternate which pooler goes first, so drift (checkpoints, caches) hits both alike.
+        if [ $((i % 2)) -eq 1 ]; then order=$(tr ' ' '\n' <<<"$POOLERS" | tac | tr '\n' ' '); fi
+        for p in $order; do measure "$p" "$c" "$script" "$proto"; done
+        i=$((i + 1))
+      done
+    done
+  done
+  /usr/bin/python3 - "$RESULTS" "$DURATION" "$POOL_SIZE" "$PGROUTER_WORKERS" <<'EOF' | tee "$WORK/table.md"
+import sys, collections
+path, duration, pool, workers = sys.argv[1:5]
+rows = collections.OrderedDict()
+for line in open(path):
+    f = line.rstrip("\n").split("\t")
+    name, c, script, proto = f[:4]
+    rows.setdefault((c, script, proto), {})[name] = f[4:]
+def num(r, i):
+    try:
+        return float(r[i])
+    except (TypeError, ValueError, IndexError):
+        return None
+def cell(v, fmt):
+    return "FAILED" if v is None else fmt.format(v)
+def ratio(a, b):
+    return "-" if a is None or b is None or b == 0 else f"{a / b:.2f}"
+print(f"\npgbench, transaction pooling, pool_size {pool}, {duration} s per run, -j 2; "
+      f"pgrouter workers = {workers} (0 = one per CPU); ratio = pgrouter / PgBouncer\n")
+print("| clients | script | protocol | tps PgBouncer | tps pgrouter | ratio | latency ms PgBouncer | latency ms pgrouter "
+      "| ratio | CPU us/tx PgBouncer | CPU us/tx pgrouter | ratio | RSS MB PgBouncer | RSS MB pgrouter | ratio |")
+print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+for (c, script, proto), by in rows.items():
+    b, r = by.get("pgbouncer"), by.get("pgrouter")
+    vals = []
+    for i, fmt in ((0, "{:.0f}"), (1, "{:.2f}"), (2, "{:.1f}"), (3, "{:.1f}")):
+        vb = num(b, i) if b else None
+        vr = num(r, i) if r else None
+        if i == 3:
+            vb = vb / 1024 if vb is not None else None
+            vr = vr / 1024 if vr is not None else None
+        vals += [cell(vb, fmt), cell(vr, fmt), ratio(vr, vb)]
+    print(f"| {c} | {script} | {proto} | " + " | ".join(vals) + " |")
+notes = [f"{n} c={c} {s} {p}: {v[-1]}" for (c, s, p), by in rows.items() for n, v in by.items()
+         if v and v[0] == "FAILED"]
+if notes:
+    print("\nFailures:\n" + "\n".join(f"- {n}" for n in notes))
+EOF
+fi
+
+# --------------------------------------------------------------------------- idle mode
+if [ "$MODE" = idle ]; then
+  cat >"$WORK/idle_clients.py" <<'EOF'
+# Open N client connections without blocking, complete the trust login of each
+# (startup packet -> AuthenticationOk ... ReadyForQuery), hold them, then close.
+import errno, selectors, socket, struct, sys, time
+host, port, n, user, db, status_path, hold = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6], float(sys.argv[7])
+body = struct.pack("!I", 196608) + b"user\0" + user.encode() + b"\0database\0" + db.encode() + b"\0\0"
+startup = struct.pack("!I", len(body) + 4) + body
+sel = selectors.DefaultSelector()
+ready, failed, inflight, started, errors = [], 0, 0, 0, {}
+deadline = time.monotonic() + 120
+def fail(s, why):
+    global failed, inflight
+    failed += 1; inflight -= 1
+    errors[why] = errors.get(why, 0) + 1
+    try: sel.unregister(s)
+    except (KeyError, ValueError): pass
+    s.close()
+while len(ready) + failed < n and time.monotonic() < deadline:
+    while started < n and inflight < 128:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setblocking(False)
+        started += 1; inflight += 1
+        err = s.connect_ex((host, port))
+        if err not in (0, errno.EINPROGRESS):
+            fail(s, errno.errorcode.get(err, str(err))); continue
+        sel.register(s, selectors.EVENT_WRITE, {"phase": "connect", "buf": b""})
+    for key, _ in sel.select(timeout=1.0):
+        s, st = key.fileobj, key.data
+        if st["phase"] == "connect":
+            err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                fail(s, errno.errorcode.get(err, str(err))); continue
+            s.send(startup)
+            st["phase"] = "login"
+            sel.modify(s, selectors.EVENT_READ, st)
+            continue
+        try:
+            data = s.recv(65536)
+        except BlockingIOError:
+            continue
+        except OSError as e:
+            fail(s, type(e).__name__); continue
+        if not data:
+            fail(s, "closed"); continue
+        buf = st["buf"] + data
+        while len(buf) >= 5:
+            t, ln = buf[:1], struct.unpack("!I", buf[1:5])[0]
+            if len(buf) < 1 + ln: break
+            payload, buf = buf[5:1 + ln], buf[1 + ln:]
+            if t == b"E":
+                fail(s, "ErrorResponse " + payload[:80].decode(errors="replace")); break
+            if t == b"R" and struct.unpack("!I", payload[:4])[0] != 0:
+                fail(s, "auth requested (not trust)"); break
+            if t == b"Z":
+                sel.unregister(s); ready.append(s); inflight -= 1; break
+        else:
+            st["buf"] = buf
+            continue
+        st["buf"] = buf
+if len(ready) + failed < n:
+    errors["timeout"] = n - len(ready) - failed
+    failed = n - len(ready)
+with open(status_path, "w") as f:
+    f.write(f"{len(ready)} {failed} {' '.join(f'{k}:{v}' for k, v in errors.items())}\n")
+time.sleep(hold)
+for s in ready: s.close()
+EOF
+  IDLE_RESULTS="$WORK/idle.tsv"
+  : >"$IDLE_RESULTS"
+  for p in $POOLERS; do
+    if ! alive "$p"; then
+      printf '%s\tFAILED\t%s\n' "$p" "${STATUS[$p]}" >>"$IDLE_RESULTS"
+      continue
+    fi
+    pid=${PID[$p]}
+    # One login first, so that a pooler's first-server-connection setup is not counted.
+    PGCONNECT_TIMEOUT=10 timeout 20 "$PG_BINDIR/psql" -X -At -h 127.0.0.1 -p "${PORT[$p]}" -U postgres -d bench -c 'SELECT 1' >/dev/null || true
+    sleep 1
+    rss0=$(rss_kb "$pid")
+    rm -f "$WORK/idle.status"
+    log "$p: opening $IDLE_CLIENTS idle clients"
+    /usr/bin/python3 "$WORK/idle_clients.py" 127.0.0.1 "${PORT[$p]}" "$IDLE_CLIENTS" postgres bench \
+      "$WORK/idle.status" 8 &
+    BG=$!
+    for ((t = 0; t < 1500; t++)); do
+      [ -s "$WORK/idle.status" ] && break
+      kill -0 "$BG" 2>/dev/null || break
+      sleep 0.1
+    done
+    sleep 2
+    rss1=$(rss_kb "$pid" 2>/dev/null || echo 0)
+    read -r ok bad why <"$WORK/idle.status" || { ok=0; bad=$IDLE_CLIENTS; why="no status"; }
+    wait "$BG" || true
+    BG=
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$p" "$ok" "$bad" "$rss0" "$rss1" "${why:-}" >>"$IDLE_RESULTS"
+    log "$p: $ok connected, $bad failed ${why:-}; RSS $rss0 kB -> $rss1 kB"
+    sleep 2
+  done
+  /usr/bin/python3 - "$IDLE_RESULTS" <<'EOF' | tee "$WORK/table.md"
+import sys
+print("\n| pooler | idle clients | failed | RSS before MB | RSS with clients MB | KB per idle client |")
+print("|---|---:|---:|---:|---:|---:|")
+per = {}
+for line in open(sys.argv[1]):
+    f = line.rstrip("\n").split("\t")
+    if f[1] == "FAILED":
+        print(f"| {f[0]} | FAILED | | | | {f[2]} |")
+        continue
+    name, ok, bad, r0, r1 = f[0], int(f[1]), int(f[2]), int(f[3]), int(f[4])
+    kb = (r1 - r0) / ok if ok else None
+    per[name] = kb
+    print(f"| {name} | {ok} | {bad} | {r0 / 1024:.1f} | {r1 / 1024:.1f} | {'-' if kb is None else f'{kb:.2f}'} |")
+if per.get("pgrouter") and per.get("pgbouncer"):
+    print(f"\npgrouter / PgBouncer, memory per idle client: {per['pgrouter'] / per['pgbouncer']:.2f}")
+EOF
+fi
+
+if [ -n "${BENCH_OUT:-}" ]; then cp "$WORK/table.md" "$BENCH_OUT"; fi

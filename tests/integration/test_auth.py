@@ -1,0 +1,203 @@
+"""Client authentication at the pooler, and the pooler's own authentication to PostgreSQL."""
+
+import hashlib
+
+import psycopg2
+import pytest
+
+import helpers
+import pgwire
+from helpers import PASSWORDS, sqlstate
+
+AUTH_OK, AUTH_CLEARTEXT, AUTH_MD5, AUTH_SASL = 0, 3, 5, 10
+
+
+def login_error(p, **kw):
+    with pytest.raises(pgwire.PgError) as e:
+        c = p.wire(**kw)
+        c.terminate()
+    return e.value
+
+
+def assert_login(p, user, password, expect_methods, dbname="testdb"):
+    c = p.wire(user=user, password=password, dbname=dbname)
+    try:
+        assert c.auth_requests[0] in expect_methods and c.auth_requests[-1] == AUTH_OK, c.auth_requests
+        assert c.backend_key is not None, "no BackendKeyData"
+        assert c.scalar("SELECT current_user") == user
+    finally:
+        c.terminate()
+
+
+# --------------------------------------------------------------------------- md5
+
+def test_md5_right_password(pgrouter):
+    p = pgrouter({"auth_type": "md5"})
+    assert_login(p, "app_md5", PASSWORDS["app_md5"], {AUTH_MD5})
+    with p.connect() as c, c.cursor() as cur:
+        cur.execute("SELECT 1")
+
+
+def test_md5_wrong_password(pgrouter):
+    p = pgrouter({"auth_type": "md5"})
+    err = login_error(p, password="wrong")
+    assert err.sqlstate == sqlstate("28P01"), err
+    with pytest.raises(psycopg2.OperationalError):
+        p.connect(password="wrong")
+
+
+def test_md5_unknown_user(pgrouter):
+    p = pgrouter({"auth_type": "md5"})
+    err = login_error(p, user="nobody_here", password="x")
+    assert err.sqlstate == sqlstate("28P01"), err
+
+
+def test_md5_with_md5_hash_in_userlist(pgrouter):
+    hashed = "md5" + hashlib.md5((PASSWORDS["app_md5"] + "app_md5").encode()).hexdigest()
+    p = pgrouter({"auth_type": "md5"}, userlist={"app_md5": hashed})
+    assert_login(p, "app_md5", PASSWORDS["app_md5"], {AUTH_MD5})
+    err = login_error(p, password="wrong")
+    assert err.sqlstate == sqlstate("28P01")
+
+
+# --------------------------------------------------------------------------- scram
+
+def test_scram_with_plaintext_userlist(pgrouter):
+    p = pgrouter({"auth_type": "scram-sha-256"})
+    for user in ("app_scram", "app_md5", "app_plain"):
+        assert_login(p, user, PASSWORDS[user], {AUTH_SASL})
+    err = login_error(p, user="app_scram", password="wrong")
+    assert err.sqlstate == sqlstate("28P01"), err
+    # libpq's SCRAM client, end to end.
+    with p.connect(user="app_scram") as c, c.cursor() as cur:
+        cur.execute("SELECT current_user")
+        assert cur.fetchone()[0] == "app_scram"
+
+
+def test_scram_with_secret_from_pg_authid(pgrouter, pg):
+    """The userlist holds the SCRAM verifier, not the password: the pooler must also log in
+    to the server (hba scram-sha-256) with the keys the client proved it has."""
+    secret = pg.rolpassword("app_scram")
+    assert secret.startswith("SCRAM-SHA-256$")
+    p = pgrouter({"auth_type": "scram-sha-256"}, userlist={"app_scram": secret, "pgbouncer": PASSWORDS["pgbouncer"]})
+    assert_login(p, "app_scram", PASSWORDS["app_scram"], {AUTH_SASL})
+    err = login_error(p, user="app_scram", password="wrong")
+    assert err.sqlstate == sqlstate("28P01"), err
+
+
+def test_md5_auth_type_with_scram_secret_uses_scram(pgrouter, pg):
+    """As PgBouncer: auth_type md5 with a SCRAM secret in the userlist authenticates with SCRAM."""
+    secret = pg.rolpassword("app_scram")
+    p = pgrouter({"auth_type": "md5"}, userlist={"app_scram": secret})
+    assert_login(p, "app_scram", PASSWORDS["app_scram"], {AUTH_SASL})
+
+
+# --------------------------------------------------------------------------- trust
+
+def test_trust(pgrouter):
+    p = pgrouter({"auth_type": "trust"})
+    c = p.raw()
+    try:
+        c.login("app_md5", "testdb", password=None)
+        assert c.auth_requests == [AUTH_OK]
+        assert c.scalar("SELECT current_user") == "app_md5"
+    finally:
+        c.terminate()
+    with p.connect(password="") as conn, conn.cursor() as cur:
+        cur.execute("SELECT 1")
+
+
+# --------------------------------------------------------------------------- hba
+
+HBA = [
+    "# pooler hba file",
+    "host all app_trust 127.0.0.1/32 trust",
+    "host all app_md5 127.0.0.1/32 md5",
+    "host all app_scram 127.0.0.1/32 scram-sha-256",
+    "hostssl all app_plain 127.0.0.1/32 md5",
+    "host all app_plain 127.0.0.1/32 reject",
+]
+
+
+def test_hba(pgrouter):
+    p = pgrouter({"auth_type": "hba"}, hba=HBA)
+    c = p.raw()
+    try:
+        c.login("app_trust", "testdb", password=None)
+        assert c.auth_requests == [AUTH_OK]
+    finally:
+        c.terminate()
+    assert_login(p, "app_md5", PASSWORDS["app_md5"], {AUTH_MD5})
+    assert_login(p, "app_scram", PASSWORDS["app_scram"], {AUTH_SASL})
+    # No TLS, so the hostssl line does not match and the reject line does.
+    with pytest.raises(pgwire.PgError):
+        c = p.wire(user="app_plain")
+        c.terminate()
+    err = login_error(p, user="app_md5", password="wrong")
+    assert err.sqlstate == sqlstate("28P01"), err
+
+
+def test_hba_no_matching_line(pgrouter):
+    p = pgrouter({"auth_type": "hba"}, hba=["host all app_md5 127.0.0.1/32 md5"])
+    with pytest.raises(pgwire.PgError):
+        c = p.wire(user="app_scram")
+        c.terminate()
+    assert_login(p, "app_md5", PASSWORDS["app_md5"], {AUTH_MD5})
+
+
+# --------------------------------------------------------------------------- databases
+
+def test_unknown_database(pgrouter):
+    p = pgrouter()
+    err = login_error(p, dbname="no_such_db")
+    assert err.sqlstate == sqlstate("3D000"), err
+    assert "no_such_db" in err.message
+
+
+# --------------------------------------------------------------------------- server-side auth
+
+@pytest.mark.parametrize("user,method", [
+    ("app_trust", "trust"), ("app_plain", "password"), ("app_md5", "md5"), ("app_scram", "scram-sha-256")])
+def test_server_auth_methods(pgrouter, pg, user, method):
+    assert f"host all {user} 127.0.0.1/32 {method}" in pg.hba
+    p = pgrouter({"auth_type": "md5"})
+    with p.connect(user=user) as c, c.cursor() as cur:
+        cur.execute("SELECT current_user, pg_backend_pid()")
+        assert cur.fetchone()[0] == user
+
+
+def test_server_auth_with_md5_hash_in_userlist(pgrouter):
+    """An md5 hash in the userlist is enough to log in to a server that asks for md5."""
+    hashed = "md5" + hashlib.md5((PASSWORDS["app_md5"] + "app_md5").encode()).hexdigest()
+    p = pgrouter({"auth_type": "md5"}, userlist={"app_md5": hashed})
+    with p.connect() as c, c.cursor() as cur:
+        cur.execute("SELECT current_user")
+        assert cur.fetchone()[0] == "app_md5"
+
+
+def test_server_rejects_pooler_password(pgrouter):
+    """The userlist password is wrong for the server: the client gets an error, promptly."""
+    p = pgrouter({"auth_type": "md5", "server_login_retry": 1, "query_wait_timeout": 10},
+                 userlist={"app_scram": "not-the-server-password"})
+    with pytest.raises(pgwire.PgError):
+        c = p.wire(user="app_scram", password="not-the-server-password", timeout=30)
+        try:
+            c.scalar("SELECT 1", timeout=30)
+        finally:
+            c.terminate()
+
+
+def test_forced_server_user(pgrouter):
+    """A database entry with user= logs in to the server as that user, whoever the client is."""
+    p = pgrouter(databases={"testdb": {}, "forced": {"dbname": "testdb", "user": "app_scram"}})
+    with p.connect(user="app_md5", dbname="forced") as c, c.cursor() as cur:
+        cur.execute("SELECT current_user")
+        assert cur.fetchone()[0] == "app_scram"
+
+
+def test_admin_console_login(pgrouter):
+    p = pgrouter()
+    rows = p.admin("SHOW VERSION")
+    assert rows and rows[0][0], rows
+    if not helpers.is_pgbouncer():
+        assert rows[0][0].startswith("pgrouter ")

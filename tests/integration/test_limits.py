@@ -1,0 +1,216 @@
+"""Pool limits: pool_size queueing, max_client_conn, query_wait_timeout,
+max_db_connections, max_user_connections."""
+
+import threading
+import time
+
+import psycopg2
+import pytest
+
+import pgwire
+from helpers import sqlstate
+
+
+class Observer(threading.Thread):
+    """Polls pg_stat_activity and records the peak number of backends of one user."""
+
+    def __init__(self, pg, user, dbname=None):
+        super().__init__(daemon=True)
+        self.pg, self.user, self.dbname = pg, user, dbname
+        self.peak = 0
+        self.stop_ = threading.Event()
+        self.conn = pg.connect()
+
+    def sample(self):
+        q = ("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+             " AND usename = ANY(%s)" + (" AND datname = %s" if self.dbname else ""))
+        users = self.user if isinstance(self.user, (list, tuple)) else [self.user]
+        with self.conn.cursor() as cur:
+            cur.execute(q, (list(users), self.dbname) if self.dbname else (list(users),))
+            return cur.fetchone()[0]
+
+    def run(self):
+        while not self.stop_.is_set():
+            self.peak = max(self.peak, self.sample())
+            time.sleep(0.02)
+
+    def finish(self):
+        self.stop_.set()
+        self.join(10)
+        self.peak = max(self.peak, self.sample())
+        self.conn.close()
+        return self.peak
+
+
+def run_clients(n, fn, timeout=60):
+    results = [None] * n
+
+    def worker(i):
+        try:
+            results[i] = ("ok", fn(i))
+        except Exception as e:
+            results[i] = ("error", e)
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        t.join(max(0.1, deadline - time.monotonic()))
+    assert not any(t.is_alive() for t in threads), "clients still running after the deadline"
+    return results
+
+
+def test_pool_size_queues_clients(pgrouter, pg):
+    p = pgrouter({"default_pool_size": 2})
+    obs = Observer(pg, "app_md5", "testdb")
+    obs.start()
+
+    def client(i):
+        c = p.connect()
+        try:
+            with c.cursor() as cur:
+                cur.execute("SELECT pg_sleep(0.2), %s", (i,))
+                return cur.fetchone()[1]
+        finally:
+            c.close()
+
+    t0 = time.monotonic()
+    results = run_clients(10, client)
+    elapsed = time.monotonic() - t0
+    peak = obs.finish()
+    assert all(r[0] == "ok" for r in results), results
+    assert sorted(r[1] for r in results) == list(range(10))
+    assert 1 <= peak <= 2, f"{peak} server connections with default_pool_size = 2"
+    assert elapsed >= 0.9, "10 x 0.2 s on 2 servers cannot take less than 1 s"
+
+
+def test_max_client_conn(pgrouter):
+    p = pgrouter({"max_client_conn": 3})
+    held = [p.wire() for _ in range(3)]
+    try:
+        with pytest.raises(pgwire.PgError) as e:
+            extra = p.wire()
+            extra.terminate()
+        assert e.value.sqlstate == sqlstate("53300"), e.value
+        assert held[0].scalar("SELECT 1") == "1"
+    finally:
+        for c in held:
+            c.terminate()
+    # Slots are given back when clients leave.
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            c = p.wire()
+            c.terminate()
+            break
+        except pgwire.PgError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def test_query_wait_timeout(pgrouter):
+    p = pgrouter({"default_pool_size": 1, "query_wait_timeout": 1})
+    a = p.connect()
+    b = p.connect()
+    try:
+        with a.cursor() as cur:
+            cur.execute("BEGIN")
+            cur.execute("SELECT 1")
+        t0 = time.monotonic()
+        with pytest.raises(psycopg2.Error):
+            with b.cursor() as cur:
+                cur.execute("SELECT 2")
+        waited = time.monotonic() - t0
+        assert 0.7 <= waited <= 6, f"query_wait_timeout=1 fired after {waited:.1f}s"
+        with a.cursor() as cur:
+            cur.execute("SELECT 3")
+            assert cur.fetchone()[0] == 3, "the client holding the server is unaffected"
+            cur.execute("COMMIT")
+    finally:
+        a.close()
+        b.close()
+
+
+def test_max_db_connections(pgrouter, pg):
+    """Two users, each with a pool of 5, but at most 2 servers for the database."""
+    p = pgrouter({"default_pool_size": 5, "max_db_connections": 2},
+                 databases={"testdb": {}})
+    obs = Observer(pg, ["app_md5", "app_scram"], "testdb")
+    obs.start()
+
+    def client(i):
+        c = p.connect(user="app_md5" if i % 2 else "app_scram")
+        try:
+            with c.cursor() as cur:
+                cur.execute("SELECT pg_sleep(0.2)")
+            return i
+        finally:
+            c.close()
+
+    results = run_clients(8, client)
+    peak = obs.finish()
+    assert all(r[0] == "ok" for r in results), results
+    assert 1 <= peak <= 2, f"{peak} server connections with max_db_connections = 2"
+
+
+def test_max_user_connections(pgrouter, pg):
+    """One user across two databases (two pools of 5) may hold at most 2 servers."""
+    p = pgrouter({"default_pool_size": 5, "max_user_connections": 2},
+                 databases={"testdb": {}, "testdb_alias": {"dbname": "testdb"}})
+    obs = Observer(pg, "app_md5")
+    obs.start()
+
+    def client(i):
+        c = p.connect(dbname="testdb" if i % 2 else "testdb_alias")
+        try:
+            with c.cursor() as cur:
+                cur.execute("SELECT pg_sleep(0.2)")
+            return i
+        finally:
+            c.close()
+
+    results = run_clients(8, client)
+    peak = obs.finish()
+    assert all(r[0] == "ok" for r in results), results
+    assert 1 <= peak <= 2, f"{peak} server connections with max_user_connections = 2"
+
+
+def test_per_user_max_user_connections(pgrouter, pg):
+    p = pgrouter({"default_pool_size": 5}, users={"app_md5": {"max_user_connections": 1}})
+    obs = Observer(pg, "app_md5")
+    obs.start()
+
+    def client(i):
+        c = p.connect()
+        try:
+            with c.cursor() as cur:
+                cur.execute("SELECT pg_sleep(0.1)")
+            return i
+        finally:
+            c.close()
+
+    results = run_clients(5, client)
+    peak = obs.finish()
+    assert all(r[0] == "ok" for r in results), results
+    assert 1 <= peak <= 1, f"{peak} server connections with [users.app_md5] max_user_connections = 1"
+
+
+def test_database_pool_size_overrides_default(pgrouter, pg):
+    p = pgrouter({"default_pool_size": 5}, databases={"testdb": {"pool_size": 1}})
+    obs = Observer(pg, "app_md5", "testdb")
+    obs.start()
+
+    def client(i):
+        c = p.connect()
+        try:
+            with c.cursor() as cur:
+                cur.execute("SELECT pg_sleep(0.1)")
+        finally:
+            c.close()
+
+    results = run_clients(4, client)
+    peak = obs.finish()
+    assert all(r[0] == "ok" for r in results), results
+    assert 1 <= peak <= 1

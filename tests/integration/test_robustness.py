@@ -1,0 +1,185 @@
+"""Clients that vanish at the worst moment, connection churn, and sustained load."""
+
+import re
+import threading
+import time
+import uuid
+
+import pytest
+
+import pgwire
+from pgwire import copy_data_msg, query_msg
+
+
+@pytest.fixture
+def table(pg):
+    name = "r_" + uuid.uuid4().hex[:12]
+    pg.sql(f"CREATE TABLE {name} (id int)", dbname="testdb")
+    pg.sql(f"GRANT ALL ON {name} TO PUBLIC", dbname="testdb")
+    yield name
+    pg.sql(f"DROP TABLE IF EXISTS {name}", dbname="testdb")
+
+
+def assert_clean_server(p, table=None, expect_pid=None):
+    """The next client on the (single) server is not inside anyone's transaction."""
+    c = p.wire(timeout=20)
+    try:
+        r = c.query("SELECT pg_backend_pid(), txid_current_if_assigned() IS NULL, now() = statement_timestamp()",
+                    timeout=20)
+        assert r.error is None, r.error
+        pid, no_xid, fresh = r.rows[0]
+        assert no_xid == "t" and fresh == "t", "inherited another client's transaction"
+        assert r.status == "I"
+        if table:
+            assert c.scalar(f"SELECT count(*) FROM {table}") == "0", "uncommitted rows of a dead client are visible"
+        return int(pid)
+    finally:
+        c.terminate()
+
+
+@pytest.mark.parametrize("how", ["abort", "close"])
+def test_client_killed_mid_transaction(pgrouter, table, how):
+    p = pgrouter({"default_pool_size": 1})
+    c = p.wire()
+    assert c.query("BEGIN").status == "T"
+    r = c.query(f"INSERT INTO {table} VALUES (1)")
+    assert r.tags == ["INSERT 0 1"] and r.status == "T"
+    c.abort() if how == "abort" else c.close()
+    assert_clean_server(p, table)
+    assert_clean_server(p, table)
+
+
+def test_client_killed_mid_failed_transaction(pgrouter, table):
+    p = pgrouter({"default_pool_size": 1})
+    c = p.wire()
+    c.query("BEGIN")
+    c.query(f"INSERT INTO {table} VALUES (1)")
+    assert c.query("SELECT 1/0").status == "E"
+    c.abort()
+    assert_clean_server(p, table)
+
+
+def test_client_killed_mid_copy_in(pgrouter, table):
+    p = pgrouter({"default_pool_size": 1})
+    c = p.wire()
+    c.send(query_msg(f"COPY {table} FROM STDIN"))
+    t, _ = c.read_message()
+    assert t == b"G", t
+    c.send(b"".join(copy_data_msg(f"{i}\n".encode()) for i in range(1000)))
+    c.abort()
+    assert_clean_server(p, table)
+
+
+def test_client_killed_mid_copy_out(pgrouter):
+    p = pgrouter({"default_pool_size": 1})
+    c = p.wire()
+    c.send(query_msg("COPY (SELECT g, repeat('z', 500) FROM generate_series(1, 200000) g) TO STDOUT"))
+    t, _ = c.read_message()
+    assert t == b"H", t
+    c.read_message()
+    c.abort()
+    assert_clean_server(p)
+
+
+def test_client_killed_mid_large_result(pgrouter):
+    p = pgrouter({"default_pool_size": 1})
+    c = p.wire()
+    c.send(query_msg("SELECT g, repeat('x', 1000) FROM generate_series(1, 100000) g"))
+    assert c.read_message()[0] == b"T"
+    c.read_message()
+    c.abort()
+    t0 = time.monotonic()
+    assert_clean_server(p)
+    assert time.monotonic() - t0 < 15
+
+
+def test_client_killed_with_unsent_pipeline(pgrouter):
+    """A client that sends half a message and dies."""
+    p = pgrouter({"default_pool_size": 1})
+    c = p.wire()
+    msg = pgwire.query_msg("SELECT 1")
+    c.send(msg[:3])
+    time.sleep(0.2)
+    c.abort()
+    c = p.wire()
+    c.send(pgwire.parse_msg("SELECT 1") + pgwire.bind_msg())   # no Execute, no Sync
+    time.sleep(0.2)
+    c.abort()
+    assert_clean_server(p)
+
+
+def test_connection_churn(pgrouter, pg):
+    p = pgrouter({"default_pool_size": 3})
+    errors = []
+
+    def worker(n):
+        for i in range(40):
+            try:
+                c = p.wire()
+                if i % 2:
+                    assert c.scalar("SELECT 1") == "1"
+                if i % 3 == 0:
+                    c.abort()
+                else:
+                    c.terminate()
+            except Exception as e:
+                errors.append(repr(e))
+
+    threads = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+    assert not any(t.is_alive() for t in threads)
+    assert not errors, errors[:5]
+    assert pg.backends("app_md5", "testdb") <= 3
+    assert_clean_server(p)
+
+
+def test_many_idle_clients(pgrouter):
+    p = pgrouter({"default_pool_size": 2, "max_client_conn": 1000})
+    clients = [p.wire() for _ in range(150)]
+    try:
+        for c in clients[::15]:
+            assert c.scalar("SELECT 1") == "1"
+    finally:
+        for c in clients:
+            c.terminate()
+
+
+def test_pgbench_transaction_mode_no_failures(pgrouter, bench_db):
+    p = pgrouter({"default_pool_size": 5, "pool_mode": "transaction"},
+                 databases={"benchdb": {}})
+    r = p.pgbench("-n", "-c", "20", "-j", "2", "-T", "5", dbname="benchdb", timeout=60)
+    assert r.returncode == 0, f"{r.stdout}\n{r.stderr}"
+    m = re.search(r"number of transactions actually processed: (\d+)", r.stdout)
+    assert m and int(m.group(1)) > 0, r.stdout
+    m = re.search(r"number of failed transactions: (\d+)", r.stdout)
+    assert m and int(m.group(1)) == 0, r.stdout
+
+
+def test_pooler_survives_server_restart_of_connection(pgrouter, pg):
+    """A server backend killed under the pooler (pg_terminate_backend): the next transaction works."""
+    p = pgrouter({"default_pool_size": 1})
+    c = p.connect()
+    try:
+        with c.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid()")
+            pid = cur.fetchone()[0]
+        pg.sql("SELECT pg_terminate_backend(%s)", (pid,))
+        time.sleep(0.5)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with c.cursor() as cur:
+                    cur.execute("SELECT pg_backend_pid()")
+                    assert cur.fetchone()[0] != pid
+                break
+            except Exception:
+                # PgBouncer may report the dead server to the client once; a new client must work.
+                c.close()
+                c = p.connect()
+                if time.monotonic() > deadline:
+                    raise
+    finally:
+        c.close()
