@@ -53,8 +53,10 @@ void Pool::configure(const Settings& s, std::shared_ptr<const Target> target) {
     std::lock_guard lk(m_);
     settings_ = s;
     settings_ptr_.store(std::make_shared<const Settings>(s));
+    lifetime_.store(s.server_lifetime);
     auto old = target_.load();
     if (!old || old->generation != target->generation) last_failure_.reset();  // never carried to a new target
+    generation_.store(target->generation);
     target_.store(std::move(target));
 }
 
@@ -114,9 +116,8 @@ void Pool::release_slot_locked() {
 
 bool Pool::usable(const ServerConnection& s, Clock::time_point now) const {
     if (s.broken() || !const_cast<ServerConnection&>(s).stream().is_open()) return false;
-    auto t = target_.load();
-    if (t && s.generation() != t->generation) return false;
-    double life = settings_ptr_.load()->server_lifetime;
+    if (s.generation() != generation_.load(std::memory_order_relaxed)) return false;
+    double life = lifetime_.load(std::memory_order_relaxed);
     if (life > 0 && now - s.created() > secs(life)) return false;
     return true;
 }
@@ -124,7 +125,8 @@ bool Pool::usable(const ServerConnection& s, Clock::time_point now) const {
 asio::awaitable<AcquireResult> Pool::acquire(app::Worker& w, Clock::time_point deadline) {
     auto self = shared_from_this();
     auto& sh = *shards_[w.index()];
-    Settings st = settings();
+    auto settings_now = settings_ptr_.load();
+    const Settings& st = *settings_now;
     // Fast path: an idle server on this worker.
     while (!sh.idle.empty()) {
         auto s = std::move(sh.idle.back());
@@ -271,8 +273,17 @@ bool Pool::deliver(app::Worker& w, std::unique_ptr<ServerConnection>& s) {
     {
         std::lock_guard lk(m_);
         if (waiters_.empty()) return false;
-        waiter = std::move(waiters_.front());
-        waiters_.pop_front();
+        // Prefer a waiter on this worker: moving a socket between workers costs
+        // several syscalls. Look a little way down the queue, oldest first.
+        auto it = waiters_.begin();
+        for (auto j = waiters_.begin(); j != waiters_.end() && j - waiters_.begin() < 64; ++j) {
+            if ((*j)->worker == &w) {
+                it = j;
+                break;
+            }
+        }
+        waiter = std::move(*it);
+        waiters_.erase(it);
         n_waiters_.fetch_sub(1);
     }
     if (waiter->worker == &w) {

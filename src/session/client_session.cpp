@@ -97,12 +97,27 @@ bool ClientSession::releasable() const {
 asio::awaitable<void> ClientSession::serve() {
     for (;;) {
         if (closing_) co_return;
-        auto ec = co_await client_.wait_readable();
-        if (ec || closing_) co_return;
-        auto buf = worker_.buffers().get();
-        auto [rec, n] = co_await client_.read_some(asio::buffer(buf.data, app::BufferPool::kSize));
-        if (rec == asio::error::would_block || rec == asio::error::try_again) continue;
+        // Small reads land in the session's own few bytes; a read that fills them
+        // borrows a worker buffer until the client goes quiet again. Reading directly
+        // (not waiting for readability first) lets Asio try the read at once and
+        // park it without re-arming epoll.
+        char* data = big_.data ? big_.data : small_;
+        std::size_t cap = big_.data ? app::BufferPool::kSize : sizeof small_;
+        auto [rec, n] = co_await client_.read_some(asio::buffer(data, cap));
         if (rec || n == 0 || closing_) co_return;
+        struct Resize {
+            ClientSession* s;
+            std::size_t n, cap;
+            ~Resize() {
+                if (!s->big_.data && n == cap)
+                    s->big_ = s->worker_.buffers().get();
+                else if (s->big_.data && n < sizeof s->small_)
+                    s->big_ = {};
+            }
+        } resize{this, n, cap};
+        struct {
+            char* data;
+        } buf{data};
         last_activity_ = Clock::now();
         request_time_ = std::chrono::system_clock::now();
         auto r = fscan_.scan(buf.data, n);
@@ -199,18 +214,12 @@ asio::awaitable<void> ClientSession::pump() {
     } done{this};
     for (;;) {
         auto& stream = server_->stream();
-        auto ec = co_await stream.wait_readable();
+        struct {
+            char* data;
+        } buf{server_->io_buffer()};
+        auto [rec, n] = co_await stream.read_some(asio::buffer(buf.data, ServerConnection::kIoBuffer));
         if (stop_pump_ || closing_) co_return;
-        if (ec) {
-            server_->mark_broken();
-            kill(sqlstate::connection_failure, "server conn crashed?");
-            co_return;
-        }
-        auto buf = worker_.buffers().get();
-        auto [rec, n] = co_await stream.read_some(asio::buffer(buf.data, app::BufferPool::kSize));
-        if (rec == asio::error::would_block || rec == asio::error::try_again) continue;
         if (rec || n == 0) {
-            if (stop_pump_) co_return;
             server_->mark_broken();
             kill(sqlstate::connection_failure, "server conn crashed?");
             co_return;

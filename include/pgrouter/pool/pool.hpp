@@ -152,6 +152,8 @@ private:
     std::vector<std::unique_ptr<Shard>> shards_;
     std::atomic<std::shared_ptr<const Target>> target_;
 
+    std::atomic<std::uint64_t> generation_{0};  // target_->generation, cheap to read
+    std::atomic<double> lifetime_{3600.0};      // settings server_lifetime, cheap to read
     std::atomic<std::shared_ptr<const Settings>> settings_ptr_{std::make_shared<const Settings>()};
     mutable std::mutex m_;  // guards everything below
     Settings settings_;

@@ -3,6 +3,7 @@
 // (server -> client) run on the same worker thread and share this object.
 #pragma once
 
+#include "pgrouter/app/runtime.hpp"
 #include "pgrouter/auth/auth.hpp"
 #include "pgrouter/config/config.hpp"
 #include "pgrouter/net/stream.hpp"
@@ -114,6 +115,9 @@ private:
     bool registered_cancel_ = false;
     std::map<std::string, auth::Credential> auth_query_creds_;  // found by auth_query, for the server login
 
+    // Client read buffers: a few bytes of our own, a worker buffer while data flows.
+    char small_[256];
+    app::BufferPool::Lease big_;
     // Serving state
     std::unique_ptr<ServerConnection> server_;
     protocol::FrontendScanner fscan_;

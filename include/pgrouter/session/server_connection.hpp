@@ -85,6 +85,12 @@ public:
     bool broken() const { return broken_; }
     void mark_broken() { broken_ = true; }
     void close();
+    // The buffer server -> client bytes are read into (servers are few: each has its own).
+    static constexpr std::size_t kIoBuffer = 32 * 1024;
+    char* io_buffer() {
+        if (!io_buf_) io_buf_ = std::make_unique<char[]>(kIoBuffer);
+        return io_buf_.get();
+    }
     // Pooler-named prepared statements that exist on this server.
     std::unordered_set<std::string>& prepared() { return prepared_; }
 
@@ -108,6 +114,7 @@ private:
     bool broken_ = false;
     std::shared_ptr<CancelGate> cancel_gate_ = std::make_shared<CancelGate>();
     std::unordered_set<std::string> prepared_;
+    std::unique_ptr<char[]> io_buf_;
     std::string rbuf_;  // login and pooler queries only
     std::string body_;
 };
