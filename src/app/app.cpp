@@ -1,5 +1,6 @@
 #include "pgrouter/app/app.hpp"
 
+#include "pgrouter/admin/admin.hpp"
 #include "pgrouter/app/runtime.hpp"
 #include "pgrouter/pool/pool.hpp"
 #include "pgrouter/session/client_session.hpp"
@@ -278,6 +279,8 @@ struct App::Impl {
     asio::awaitable<void> signals() {
         asio::signal_set sigs(control, SIGHUP, SIGINT, SIGTERM);
         sigs.add(SIGQUIT);
+        sigs.add(SIGUSR1);
+        sigs.add(SIGUSR2);
         for (;;) {
             auto [ec, sig] = co_await sigs.async_wait(token);
             if (ec) co_return;
@@ -286,6 +289,12 @@ struct App::Impl {
                 reload();
             } else if (sig == SIGQUIT) {
                 begin_shutdown(true);
+            } else if (sig == SIGUSR1) {
+                spdlog::info("SIGUSR1: PAUSE (new transactions wait until SIGUSR2 or RESUME)");
+                rt.set_paused("*", true);
+            } else if (sig == SIGUSR2) {
+                spdlog::info("SIGUSR2: RESUME");
+                rt.set_paused("*", false);
             } else {
                 begin_shutdown(++signals_seen > 1);
             }
@@ -347,6 +356,7 @@ int App::run() {
     };
     d.rt.shutdown = [&d](bool immediate) { asio::post(d.control, [&d, immediate] { d.begin_shutdown(immediate); }); };
     asio::co_spawn(d.control, d.signals(), asio::detached);
+    admin::start(d.rt);  // SHOW STATS averages from the first period on
     for (auto& w : d.rt.workers) w->start();
     spdlog::info("pgrouter listening on port {} with {} workers", st.listen_port, n);
     sd_notify("READY=1");

@@ -193,6 +193,7 @@ asio::awaitable<bool> ClientSession::authenticate(Clock::time_point deadline) {
             co_return false;
         }
     }
+    startup_params_ = {};  // parsed: give the memory back (idle clients are many)
     if (user_.empty()) {
         co_await fail(sqlstate::invalid_authorization, "no PostgreSQL user name specified in startup packet");
         co_return false;

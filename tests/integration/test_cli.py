@@ -157,3 +157,33 @@ def test_sigterm_safe_shutdown(pgrouter):
     finally:
         c.close()
     assert p.proc.wait(timeout=15) == 0
+
+
+@pytest.mark.pgrouter_only("SIGUSR1/SIGUSR2 as PAUSE/RESUME (SPEC §1)")
+def test_sigusr1_pauses_sigusr2_resumes(pgrouter):
+    import signal
+    import threading
+    import time
+
+    p = pgrouter({"query_wait_timeout": 30})
+    c = p.connect()
+    try:
+        p.signal(signal.SIGUSR1)
+        time.sleep(0.5)
+        done = threading.Event()
+        result = []
+
+        def run():
+            with c.cursor() as cur:
+                cur.execute("SELECT 42")
+                result.append(cur.fetchone()[0])
+            done.set()
+
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        assert not done.wait(1.5), "a query ran while paused"
+        p.signal(signal.SIGUSR2)
+        assert done.wait(10), "the query did not run after SIGUSR2"
+        assert result == [42]
+    finally:
+        c.close()

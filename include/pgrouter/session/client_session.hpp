@@ -141,7 +141,22 @@ private:
         char type;   // '1' ParseComplete or '3' CloseComplete
         bool hide;   // injected by the pooler: not for the client
     };
-    std::deque<Expect> expect_;
+    // A FIFO that allocates nothing until used (std::deque allocates on construction,
+    // which every idle client would pay for).
+    struct ExpectQueue {
+        std::vector<Expect> v;
+        std::size_t head = 0;
+        bool empty() const { return head == v.size(); }
+        Expect& front() { return v[head]; }
+        void push_back(Expect e) { v.push_back(e); }
+        void pop_front() {
+            if (++head == v.size()) clear();
+        }
+        void clear() {
+            v.clear();
+            head = 0;
+        }
+    } expect_;
     int syncs_sent_ = 0, rfq_seen_ = 0;  // per link
     std::string held_;                    // server bytes held back (partial header)
     Clock::time_point last_activity_, query_started_, last_ready_, xact_started_, wait_started_;
