@@ -173,8 +173,10 @@ asio::awaitable<bool> ClientSession::link() {
     auto res = co_await pool_->acquire(worker_, wait_started_ + secs(wait));
     waiting_ = false;
     auto& counters = pool_->counters(worker_.index());
-    stats::Counters::add(counters.wait_time_us, static_cast<std::uint64_t>(
-        std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - wait_started_).count()));
+    auto waited = static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - wait_started_).count());
+    stats::Counters::add(counters.wait_time_us, waited);
+    stats::Counters::add(counters.wait_hist[stats::bucket_of(waited)], 1);
     if (!res.server) {
         kill(res.sqlstate.empty() ? sqlstate::connection_failure : std::string_view(res.sqlstate), res.message);
         co_return false;
@@ -246,8 +248,10 @@ asio::awaitable<void> ClientSession::pump() {
             query_started_ = now;
             timeout_cancel_sent_ = false;
             if (r.txn_status == 'I') {
+                auto xact_us = us(now - xact_started_);
                 stats::Counters::add(counters.xact_count, 1);
-                stats::Counters::add(counters.xact_time_us, us(now - xact_started_));
+                stats::Counters::add(counters.xact_time_us, xact_us);
+                stats::Counters::add(counters.xact_hist[stats::bucket_of(xact_us)], 1);
             }
             pending_ = std::max(0, pending_ - r.ready_for_query);
             txn_status_ = r.txn_status;
