@@ -28,7 +28,10 @@ std::shared_ptr<asio::ssl::context> make_tls(bool server, const std::string& cer
     bool verify = mode == config::SslMode::verify_ca || mode == config::SslMode::verify_full;
     if (server) {
         // Ask for a client certificate when a CA is configured (auth_type cert / hba cert).
-        if (!ca.empty()) ctx->set_verify_mode(asio::ssl::verify_peer);
+        if (verify)
+            ctx->set_verify_mode(asio::ssl::verify_peer | asio::ssl::verify_fail_if_no_peer_cert);
+        else if (!ca.empty())
+            ctx->set_verify_mode(asio::ssl::verify_peer);
     } else if (verify) {
         ctx->set_verify_mode(asio::ssl::verify_peer);
     }

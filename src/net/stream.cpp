@@ -50,17 +50,10 @@ asio::awaitable<error_code> Stream::wait_readable() {
     co_return error_code{};
 }
 
-asio::awaitable<std::pair<error_code, std::size_t>> Stream::read_some(asio::mutable_buffer buf) {
-    error_code ec;
-    std::size_t n = 0;
-    if (auto* s = std::get_if<tcp::socket>(&s_)) {
-        std::tie(ec, n) = co_await s->async_read_some(buf, token);
-    } else if (auto* u = std::get_if<unix_socket>(&s_)) {
-        std::tie(ec, n) = co_await u->async_read_some(buf, token);
-    } else {
-        std::tie(ec, n) = co_await std::get<std::unique_ptr<ssl_stream>>(s_)->async_read_some(buf, token);
-    }
-    co_return std::make_pair(ec, n);
+asio::awaitable<std::tuple<error_code, std::size_t>> Stream::read_some(asio::mutable_buffer buf) {
+    if (auto* s = std::get_if<tcp::socket>(&s_)) return s->async_read_some(buf, token);
+    if (auto* u = std::get_if<unix_socket>(&s_)) return u->async_read_some(buf, token);
+    return std::get<std::unique_ptr<ssl_stream>>(s_)->async_read_some(buf, token);
 }
 
 asio::awaitable<error_code> Stream::write_all(asio::const_buffer buf) {
@@ -93,6 +86,13 @@ std::size_t Stream::try_write(asio::const_buffer buf, error_code& ec) {
     if (auto* u = std::get_if<unix_socket>(&s_)) return u->write_some(buf, ec);
     ec = asio::error::operation_not_supported;  // TLS needs the async machinery
     return 0;
+}
+
+bool Stream::peer_spoke() {
+    char c;
+    ssize_t n = ::recv(native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0) return errno != EAGAIN && errno != EWOULDBLOCK;
+    return true;  // EOF (0) or unsolicited bytes
 }
 
 void Stream::cancel() {

@@ -129,6 +129,13 @@ asio::awaitable<bool> ClientSession::read_startup(Clock::time_point deadline) {
             }
             continue;
         }
+        auto tls_mode = snap_->config->tls.client_tls_sslmode;
+        bool tls_required = tls_mode == config::SslMode::require || tls_mode == config::SslMode::verify_ca ||
+                            tls_mode == config::SslMode::verify_full;
+        if (tls_required && !client_.is_tls() && !client_.is_unix()) {
+            co_await fail(sqlstate::invalid_authorization, "SSL required");
+            co_return false;
+        }
         std::uint32_t major = p.version >> 16, minor = p.version & 0xFFFF;
         if (major != 3) {
             co_await fail(sqlstate::feature_not_supported,
@@ -271,7 +278,11 @@ asio::awaitable<bool> ClientSession::auth_password_exchange(int method, Clock::t
     }
     // What the stored secret allows: md5 challenges need plain or md5; SCRAM needs plain or SCRAM.
     if (method == kMd5 && cred->kind == auth::SecretKind::scram) method = kScram;
-    if (method == kScram && cred->kind == auth::SecretKind::md5) method = kMd5;
+    // As PostgreSQL and PgBouncer: scram-sha-256 never falls back to an md5 secret.
+    if (method == kScram && cred->kind == auth::SecretKind::md5) {
+        spdlog::info("C-{}: SCRAM authentication failed: user \"{}\" has an md5 secret", id_, user_);
+        co_return co_await denied();
+    }
     std::string out, body;
     if (method == kPassword) {
         proto::write_auth_cleartext(out);
@@ -358,7 +369,9 @@ std::shared_ptr<pool::Pool> ClientSession::pool_for(const config::DatabaseConfig
     auto p = rt.pools->get_or_create(db.name, user, [&](pool::Pool& pool) {
         pool::apply_config(pool, *snap_, db, queried);
     });
-    if (queried && !p->target()->credential) pool::apply_config(*p, *snap_, db, queried);
+    // auth_query found a (possibly changed) secret: servers must log in with it.
+    if (queried && (!p->target()->credential || p->target()->credential->secret != queried->secret))
+        pool::apply_config(*p, *snap_, db, queried);
     return p;
 }
 

@@ -94,7 +94,7 @@ asio::awaitable<std::pair<std::unique_ptr<ServerConnection>, ServerResult>> Serv
             co_return Ret{nullptr, fail(sqlstate::connection_failure, "server write failed during SSLRequest: " + where)};
         char answer = 0;
         auto got = co_await with_deadline(s.read_some(asio::buffer(&answer, 1)), deadline);
-        if (!got || got->first || got->second != 1)
+        if (!got || std::get<0>(*got) || std::get<1>(*got) != 1)
             co_return Ret{nullptr, fail(sqlstate::connection_failure, "server closed the connection during SSLRequest: " + where)};
         if (answer == 'S') {
             auto ec = co_await s.tls_handshake(*snap->server_tls, asio::ssl::stream_base::client, target.host);
@@ -138,8 +138,8 @@ asio::awaitable<bool> ServerConnection::read_message(char& type, Clock::time_poi
         }
         char tmp[8192];
         auto r = co_await with_deadline(stream_.read_some(asio::buffer(tmp)), deadline);
-        if (!r || r->first || r->second == 0) co_return false;
-        rbuf_.append(tmp, r->second);
+        if (!r || std::get<0>(*r) || std::get<1>(*r) == 0) co_return false;
+        rbuf_.append(tmp, std::get<1>(*r));
     }
 }
 

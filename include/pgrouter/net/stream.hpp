@@ -10,6 +10,7 @@
 
 #include <memory>
 #include <string>
+#include <tuple>
 #include <system_error>
 #include <variant>
 
@@ -35,11 +36,16 @@ public:
                                               const std::string& sni);
     // Waits until the stream is readable (TLS: returns at once, the TLS layer may hold data).
     asio::awaitable<error_code> wait_readable();
-    asio::awaitable<std::pair<error_code, std::size_t>> read_some(asio::mutable_buffer buf);
+    // Not a coroutine itself: it hands back Asio's own operation, so a parked
+    // read costs no extra frame.
+    asio::awaitable<std::tuple<error_code, std::size_t>> read_some(asio::mutable_buffer buf);
     asio::awaitable<error_code> write_all(asio::const_buffer buf);
     // Non-blocking attempt to write everything; returns bytes written (may be partial).
     std::size_t try_write(asio::const_buffer buf, error_code& ec);
 
+    // For a connection that should be silent (an idle server): true when the peer
+    // closed it or sent something unasked (a termination notice). One MSG_PEEK.
+    bool peer_spoke();
     void cancel();
     void close();
     bool is_open() const;
