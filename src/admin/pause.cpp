@@ -56,6 +56,7 @@ asio::awaitable<void> resume(Context& ctx, const Command& cmd) {
     if (cmd.size() > 2) co_return invalid_command(ctx, cmd);
     if (cmd.size() == 1) {
         ctx.rt.set_paused("*", false);
+        ctx.rt.suspended.store(false);
         ctx.complete("RESUME");
         co_return;
     }
@@ -70,13 +71,13 @@ asio::awaitable<void> resume(Context& ctx, const Command& cmd) {
     ctx.complete("RESUME");
 }
 
-// PgBouncer's SUSPEND hands its sockets to a new process over a unix socket
-// (online restart). pgrouter restarts with SO_REUSEPORT instead.
+// SUSPEND: every session forwards what it has already read, then reads nothing
+// more from its client or server until RESUME (the admin console keeps working).
+// pgrouter has no socket hand-over to a new process (PgBouncer's online restart).
 asio::awaitable<void> suspend(Context& ctx, const Command& cmd) {
     if (cmd.size() != 1) co_return invalid_command(ctx, cmd);
-    ctx.error(sqlstate::feature_not_supported,
-              "SUSPEND is not supported: for an online restart start the new pgrouter on the same port "
-              "(SO_REUSEPORT), then run SHUTDOWN WAIT_FOR_CLIENTS on the old one");
+    ctx.rt.suspended.store(true);
+    ctx.complete("SUSPEND");
     co_return;
 }
 

@@ -25,13 +25,13 @@ asio::awaitable<void> show_version(Context& ctx, const Command& cmd) {
     co_return;
 }
 
-// Whole-process state; pgrouter has no SUSPEND, so "suspended" is always "no".
+// Whole-process state.
 asio::awaitable<void> show_state(Context& ctx, const Command& cmd) {
     bool paused = ctx.rt.is_paused("*");
     ResultSet rs({{"key"}, {"value"}});
     rs.add({cell("active"), cell(paused ? "no" : "yes")});
     rs.add({cell("paused"), cell(paused ? "yes" : "no")});
-    rs.add({cell("suspended"), cell("no")});
+    rs.add({cell("suspended"), cell(ctx.rt.suspended.load() ? "yes" : "no")});
     rs.write(ctx.out);
     co_return;
 }

@@ -1,9 +1,11 @@
 #include "pgrouter/app/app.hpp"
 
 #include "pgrouter/admin/admin.hpp"
+#include "pgrouter/app/logging.hpp"
 #include "pgrouter/app/runtime.hpp"
 #include "pgrouter/pool/pool.hpp"
 #include "pgrouter/session/client_session.hpp"
+#include "pgrouter/stats/metrics.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -14,8 +16,6 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <spdlog/sinks/basic_file_sink.h>
-#include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <csignal>
@@ -33,21 +33,6 @@ namespace {
 constexpr auto token = asio::as_tuple(asio::use_awaitable);
 using tcp = asio::ip::tcp;
 using unix_proto = asio::local::stream_protocol;
-
-void setup_logging(const config::Settings& st, int verbosity) {
-    std::shared_ptr<spdlog::logger> logger;
-    if (st.logfile.empty())
-        logger = spdlog::stderr_logger_mt("pgrouter");
-    else
-        logger = spdlog::basic_logger_mt("pgrouter", st.logfile);
-    if (st.log_format == config::LogFormat::json)
-        logger->set_pattern(R"({"time":"%Y-%m-%dT%H:%M:%S.%e%z","level":"%l","pid":%P,"msg":"%v"})");
-    else
-        logger->set_pattern("%Y-%m-%d %H:%M:%S.%e %z [%P] %l %v");
-    logger->set_level(verbosity < 0 ? spdlog::level::warn : verbosity > 0 ? spdlog::level::debug : spdlog::level::info);
-    logger->flush_on(spdlog::level::info);
-    spdlog::set_default_logger(logger);
-}
 
 // systemd Type=notify: one datagram to $NOTIFY_SOCKET.
 void sd_notify(const char* msg) {
@@ -239,6 +224,8 @@ struct App::Impl {
         }
         rt.publish(snap);
         pool::reconfigure_all(*rt.pools, *snap);
+        // logs: a changed logfile or log_format applies now; the file is reopened either way
+        if (auto e = reopen_logs(snap->config->settings); !e.empty()) spdlog::error("{}", e);
         spdlog::info("configuration reloaded from {}", opts.config_path);
         return {};
     }
@@ -286,7 +273,9 @@ struct App::Impl {
             if (ec) co_return;
             if (sig == SIGHUP) {
                 spdlog::info("SIGHUP: reloading");
-                reload();
+                // logs: a successful reload reopened the logfile; logrotate needs it reopened anyway
+                if (!reload().empty())
+                    if (auto e = reopen_logs(rt.snapshot()->config->settings); !e.empty()) spdlog::error("{}", e);
             } else if (sig == SIGQUIT) {
                 begin_shutdown(true);
             } else if (sig == SIGUSR1) {
@@ -304,7 +293,11 @@ struct App::Impl {
 
 App::App(Options opts, config::Config cfg) : impl_(std::make_unique<Impl>()) {
     impl_->opts = std::move(opts);
-    setup_logging(cfg.settings, impl_->opts.verbosity);
+    if (auto e = setup_logging(cfg.settings, impl_->opts.verbosity); !e.empty()) {  // logs
+        spdlog::critical("{}", e);
+        impl_->exit_code = 2;
+        return;
+    }
     std::vector<std::string> errors;
     auto snap = build_snapshot(std::make_shared<const config::Config>(std::move(cfg)), impl_->generation, errors);
     if (!errors.empty()) {
@@ -326,6 +319,11 @@ int App::run() {
     for (int i = 0; i < n; ++i) d.rt.workers.push_back(std::make_unique<Worker>(d.rt, i));
     ::signal(SIGPIPE, SIG_IGN);
     if (!d.bind_listeners(*snap->config)) return 2;
+    // metrics: served from worker 0
+    if (auto e = stats::start_metrics_server(d.rt, st.metrics_listen); !e.empty()) {
+        spdlog::critical("{}", e);
+        return 2;
+    }
     if (d.opts.daemonize) {
         if (::daemon(1, 0) != 0) {
             spdlog::critical("cannot daemonize: {}", std::strerror(errno));
@@ -357,6 +355,7 @@ int App::run() {
     d.rt.shutdown = [&d](bool immediate) { asio::post(d.control, [&d, immediate] { d.begin_shutdown(immediate); }); };
     asio::co_spawn(d.control, d.signals(), asio::detached);
     admin::start(d.rt);  // SHOW STATS averages from the first period on
+    stats::start_stats_log(d.rt);  // logs: the stats line every stats_period
     for (auto& w : d.rt.workers) w->start();
     spdlog::info("pgrouter listening on port {} with {} workers", st.listen_port, n);
     sd_notify("READY=1");

@@ -97,6 +97,8 @@ bool ClientSession::releasable() const {
 asio::awaitable<void> ClientSession::serve() {
     for (;;) {
         if (closing_) co_return;
+        co_await wait_while_suspended();
+        if (closing_) co_return;
         // Small reads land in the session's own few bytes; a read that fills them
         // borrows a worker buffer until the client goes quiet again. Reading directly
         // (not waiting for readability first) lets Asio try the read at once and
@@ -152,6 +154,14 @@ asio::awaitable<void> ClientSession::serve() {
             co_return;
         }
         if (r.terminate) co_return;
+    }
+}
+
+asio::awaitable<void> ClientSession::wait_while_suspended() {
+    auto& rt = worker_.runtime();
+    while (rt.suspended.load(std::memory_order_relaxed) && !closing_) {
+        asio::steady_timer t(worker_.ctx(), std::chrono::milliseconds(20));
+        co_await t.async_wait(token);
     }
 }
 
@@ -215,6 +225,8 @@ asio::awaitable<void> ClientSession::pump() {
         }
     } done{this};
     for (;;) {
+        co_await wait_while_suspended();
+        if (stop_pump_ || closing_ || !server_) co_return;
         auto& stream = server_->stream();
         struct {
             char* data;

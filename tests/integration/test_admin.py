@@ -530,12 +530,33 @@ def test_reconnect_and_wait_close(pgrouter, pg):
         admin(p, "RECONNECT no_such_db")
 
 
-@pytest.mark.pgrouter_only("PgBouncer 1.18 accepts SUSPEND")
-def test_suspend_is_refused_clearly(pgrouter):
+def test_suspend_holds_traffic_until_resume(pgrouter):
+    import threading
+
     p = start(pgrouter)
-    with pytest.raises(psycopg2.Error) as e:
+    c = p.connect()
+    try:
+        with c.cursor() as cur:
+            cur.execute("SELECT 1")
         admin(p, "SUSPEND")
-    assert e.value.pgcode == "0A000" and "SO_REUSEPORT" in str(e.value)
+        assert dict(admin(p, "SHOW STATE")[2])["suspended"] == "yes"
+        done = threading.Event()
+        result = []
+
+        def run():
+            with c.cursor() as cur:
+                cur.execute("SELECT 7")
+                result.append(cur.fetchone()[0])
+            done.set()
+
+        threading.Thread(target=run, daemon=True).start()
+        assert not done.wait(1.0), "a query went through while suspended"
+        admin(p, "RESUME")
+        assert done.wait(10), "the query did not run after RESUME"
+        assert result == [7]
+        assert dict(admin(p, "SHOW STATE")[2])["suspended"] == "no"
+    finally:
+        c.close()
 
 
 def test_shutdown(pgrouter):

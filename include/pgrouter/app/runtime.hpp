@@ -114,6 +114,9 @@ public:
     std::atomic<int> client_count{0};
     std::atomic<bool> shutting_down{false};
     std::atomic<bool> paused{false};
+    // SUSPEND: sessions finish forwarding what they have read and read nothing more
+    // from clients or servers until RESUME.
+    std::atomic<bool> suspended{false};
     // PAUSE / DISABLE per database; "*" stands for all. Checked at login (DISABLE)
     // and before a client gets a server (PAUSE).
     void set_paused(const std::string& db, bool on);

@@ -83,6 +83,7 @@ private:
     asio::awaitable<bool> auth_password_exchange(int method, Clock::time_point deadline);
     asio::awaitable<void> serve();
     asio::awaitable<bool> link();
+    asio::awaitable<void> wait_while_suspended();
     asio::awaitable<void> pump();
     asio::awaitable<void> finish();
     asio::awaitable<void> release_server();
