@@ -696,3 +696,23 @@ def test_ctl_commands_and_exit_codes(pgrouter):
     assert r.returncode == 2 and "cannot connect" in r.stderr
     binary = helpers.REPO / "build" / "pgrouter-ctl"
     assert subprocess.run([str(binary)], capture_output=True, timeout=10).returncode == 64
+
+
+@pytest.mark.pgrouter_only("the test runs as pgrouter's own OS user; PgBouncer runs as postgres here")
+def test_unix_socket_peer_opens_console_without_password(pgrouter):
+    """SPEC §5: on the unix socket, pgrouter's own OS user may open the console as
+    pgbouncer without a password, whatever auth_type is; over TCP the password is needed."""
+    import os
+
+    p = start(pgrouter, {"auth_type": "scram-sha-256"})
+    env = dict(os.environ, PGPASSWORD="")
+    env.pop("PGPASSFILE", None)
+    cmd = [helpers.client_tool("psql"), "-X", "-A", "-t", "-w", "-h", str(p.dir), "-p", str(p.port), "-U", "pgbouncer",
+           "pgbouncer", "-c", "SHOW VERSION"]
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().startswith("pgrouter ")
+    tcp = cmd[:]
+    tcp[tcp.index("-h") + 1] = p.host
+    r = subprocess.run(tcp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30, env=env)
+    assert r.returncode != 0, "TCP login without a password was accepted"
