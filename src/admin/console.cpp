@@ -113,7 +113,6 @@ asio::awaitable<void> run_console(app::Worker& w, net::Stream& client, ConsoleCl
     Context ctx{w, rt, who, {}};
     write_welcome(ctx.out, who);
     bool skipping = false;
-    asio::steady_timer tick(w.ctx());
     char buf[8192];
     for (;;) {
         auto step = co_await drain(ctx, pending, skipping);
@@ -123,19 +122,10 @@ asio::awaitable<void> run_console(app::Worker& w, net::Stream& client, ConsoleCl
             if (ec) co_return;
         }
         if (step == Step::stop) co_return;
-        // Wake up every second to let a shutdown close idle consoles.
-        tick.expires_after(std::chrono::seconds(1));
-        auto r = co_await (client.read_some(asio::buffer(buf)) || tick.async_wait(token));
-        if (r.index() == 1) {
-            if (rt.shutting_down.load()) {
-                session::write_pooler_error(ctx.out, sqlstate::admin_shutdown, "pgrouter is shutting down");
-                co_await client.write_all(asio::buffer(ctx.out));
-                co_return;
-            }
-            continue;
-        }
-        auto [ec, n] = std::get<0>(r);
-        if (ec == asio::error::would_block || ec == asio::error::try_again) continue;
+        // A shutdown ends an idle console through the session janitor, which cancels
+        // this read (racing the read against a timer could drop a command that
+        // arrives at the same moment).
+        auto [ec, n] = co_await client.read_some(asio::buffer(buf));
         if (ec || n == 0) co_return;
         pending.append(buf, n);
     }

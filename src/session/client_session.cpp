@@ -461,7 +461,12 @@ void ClientSession::forward_cancel() {
 }
 
 void ClientSession::janitor(Clock::time_point now) {
-    if (closing_ || !pool_) return;
+    if (closing_) return;
+    if (!pool_) {  // logging in, or an admin console
+        if (logged_in_ && worker_.runtime().shutting_down.load())
+            kill(sqlstate::admin_shutdown, "pgrouter is shutting down");
+        return;
+    }
     auto& st = snap_->config->settings;
     if (worker_.runtime().shutting_down.load() && !server_) {
         kill(sqlstate::admin_shutdown, "pgrouter is shutting down");
