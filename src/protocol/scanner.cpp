@@ -163,6 +163,9 @@ FrontendScanner::Result FrontendScanner::scan(const char* data, std::size_t n) {
 
 BackendScanner::Result BackendScanner::scan(const char* data, std::size_t n) {
     Result r;
+    // A message begun in an earlier chunk starts before this one.
+    msg_begin_ -= static_cast<long>(last_n_);
+    last_n_ = n;
     std::size_t i = 0;
     while (i < n) {
         if (remaining_ > 0) {
@@ -174,7 +177,6 @@ BackendScanner::Result BackendScanner::scan(const char* data, std::size_t n) {
             continue;
         }
         if (hdr_len_ == 0) msg_begin_ = static_cast<long>(i);
-        else if (i == 0) msg_begin_ = -static_cast<long>(hdr_len_);
         std::size_t need = 5 - static_cast<std::size_t>(hdr_len_);
         std::size_t take = std::min(need, n - i);
         std::memcpy(hdr_ + hdr_len_, data + i, take);

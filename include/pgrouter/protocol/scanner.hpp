@@ -92,7 +92,8 @@ public:
 private:
     void on_body_complete(Result& r, long end);
     bool watch_ = false;
-    long msg_begin_ = 0;
+    long msg_begin_ = 0;        // where the current message began, in the current chunk
+    std::size_t last_n_ = 0;    // size of the previous chunk
     std::size_t remaining_ = 0;
     char hdr_[5]{};
     int hdr_len_ = 0;
