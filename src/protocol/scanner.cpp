@@ -1,5 +1,7 @@
 #include "pgrouter/protocol/scanner.hpp"
 
+#include "pgrouter/protocol/prepared.hpp"
+
 #include <algorithm>
 #include <cstring>
 
@@ -32,7 +34,12 @@ FrontendScanner::Result FrontendScanner::scan_capture(const char* data, std::siz
     last_type_ = 0;
     std::size_t i = 0, raw_start = 0;
     auto flush_raw = [&](std::size_t end) {
-        if (end > raw_start) r.items.push_back({raw_start, end, -1});
+        if (end > raw_start) {
+            if (!r.items.empty() && r.items.back().message < 0 && r.items.back().end == raw_start)
+                r.items.back().end = end;  // adjacent ranges: one piece
+            else
+                r.items.push_back({raw_start, end, -1});
+        }
         raw_start = end;
     };
     while (i < n) {
@@ -75,6 +82,12 @@ FrontendScanner::Result FrontendScanner::scan_capture(const char* data, std::siz
         if (!note_type(t, r)) return r;
         remaining_ = h.header.body_size();
         capturing_ = t == 'P' || t == 'B' || t == 'D' || t == 'C';
+        if (capturing_ && !split && remaining_ <= n - i) {
+            // Whole in this chunk: unnamed statements and portals need no rewriting,
+            // so they are forwarded in place rather than copied.
+            auto ref = statement_of(std::string_view(data + i - 5, 5 + remaining_));
+            if (ref && (!ref->is_statement || ref->name.empty())) capturing_ = false;
+        }
         if (capturing_) {
             captured_.assign(hdr_, 5);
             raw_start = i;

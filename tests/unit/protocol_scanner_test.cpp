@@ -251,3 +251,18 @@ TEST(Prepared, RenameAndGlobalNames) {
 
 }  // namespace
 }  // namespace pgrouter::protocol
+
+namespace pgrouter::protocol {
+namespace {
+TEST(FrontendScanner, CaptureLeavesUnnamedStatementsInPlace) {
+    std::string s = parse("", "SELECT 1") + bind_msg("") + execute() + sync();
+    FrontendScanner sc;
+    sc.set_capture(true);
+    auto r = sc.scan(s.data(), s.size());
+    EXPECT_TRUE(r.messages.empty());
+    ASSERT_EQ(r.items.size(), 1u);
+    EXPECT_EQ(r.items[0].begin, 0u);
+    EXPECT_EQ(r.items[0].end, s.size());
+}
+}  // namespace
+}  // namespace pgrouter::protocol
