@@ -184,6 +184,11 @@ std::optional<std::string> database_arg(Context& ctx, const Command& cmd, std::s
     return name;
 }
 
+std::optional<std::string> optional_database_arg(Context& ctx, const Command& cmd) {
+    if (cmd.size() < 2) return std::string();
+    return database_arg(ctx, cmd, 1);
+}
+
 asio::awaitable<void> sleep_for(Context& ctx, std::chrono::milliseconds d) {
     asio::steady_timer t(ctx.worker.ctx(), d);
     co_await t.async_wait(asio::as_tuple(asio::use_awaitable));

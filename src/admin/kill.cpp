@@ -62,12 +62,9 @@ asio::awaitable<void> close_servers(Context& ctx, const std::string& db, bool re
 // name is given); as in PgBouncer, the database stays paused until RESUME.
 asio::awaitable<void> kill(Context& ctx, const Command& cmd) {
     if (cmd.size() > 2) co_return invalid_command(ctx, cmd);
-    std::string db;
-    if (cmd.size() == 2) {
-        auto name = database_arg(ctx, cmd, 1);
-        if (!name) co_return;
-        db = *name;
-    }
+    auto db_arg = optional_database_arg(ctx, cmd);
+    if (!db_arg) co_return;
+    const std::string db = *db_arg;
     ctx.rt.set_paused(db.empty() ? "*" : db, true);
     Pick pick = [db](const session::ClientSession& s) {
         return !is_admin_database(s.database()) && !s.database().empty() && (db.empty() || s.database() == db);
@@ -102,12 +99,9 @@ asio::awaitable<void> kill_client(Context& ctx, const Command& cmd) {
 // RECONNECT [db]: idle servers close now, busy ones when their client releases them.
 asio::awaitable<void> reconnect(Context& ctx, const Command& cmd) {
     if (cmd.size() > 2) co_return invalid_command(ctx, cmd);
-    std::string db;
-    if (cmd.size() == 2) {
-        auto name = database_arg(ctx, cmd, 1);
-        if (!name) co_return;
-        db = *name;
-    }
+    auto db_arg = optional_database_arg(ctx, cmd);
+    if (!db_arg) co_return;
+    const std::string db = *db_arg;
     co_await close_servers(ctx, db, true);
     ctx.complete("RECONNECT");
 }
@@ -116,12 +110,9 @@ asio::awaitable<void> reconnect(Context& ctx, const Command& cmd) {
 // close_needed by RECONNECT or RELOAD.
 asio::awaitable<void> wait_close(Context& ctx, const Command& cmd) {
     if (cmd.size() > 2) co_return invalid_command(ctx, cmd);
-    std::string db;
-    if (cmd.size() == 2) {
-        auto name = database_arg(ctx, cmd, 1);
-        if (!name) co_return;
-        db = *name;
-    }
+    auto db_arg = optional_database_arg(ctx, cmd);
+    if (!db_arg) co_return;
+    const std::string db = *db_arg;
     while (!ctx.rt.shutting_down.load()) {
         auto census = co_await take_census(ctx.worker);
         bool pending = false;

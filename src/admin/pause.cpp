@@ -27,12 +27,9 @@ asio::awaitable<int> linked_servers(Context& ctx, const std::string& db) {
 // then closes the idle servers, so the database can restart under us.
 asio::awaitable<void> pause(Context& ctx, const Command& cmd) {
     if (cmd.size() > 2) co_return invalid_command(ctx, cmd);
-    std::string db;
-    if (cmd.size() == 2) {
-        auto name = database_arg(ctx, cmd, 1);
-        if (!name) co_return;
-        db = *name;
-    }
+    auto db_arg = optional_database_arg(ctx, cmd);
+    if (!db_arg) co_return;
+    const std::string db = *db_arg;
     std::string key = db.empty() ? "*" : db;
     if (ctx.rt.is_paused(key)) {
         ctx.error(sqlstate::object_not_in_prerequisite_state, db.empty() ? "already paused" : "database " + db + " is already paused");

@@ -38,18 +38,6 @@ asio::awaitable<error_code> Stream::tls_handshake(asio::ssl::context& ctx,
     co_return ec;
 }
 
-asio::awaitable<error_code> Stream::wait_readable() {
-    if (auto* s = std::get_if<tcp::socket>(&s_)) {
-        auto [ec] = co_await s->async_wait(tcp::socket::wait_read, token);
-        co_return ec;
-    }
-    if (auto* s = std::get_if<unix_socket>(&s_)) {
-        auto [ec] = co_await s->async_wait(unix_socket::wait_read, token);
-        co_return ec;
-    }
-    co_return error_code{};
-}
-
 asio::awaitable<std::tuple<error_code, std::size_t>> Stream::read_some(asio::mutable_buffer buf) {
     if (auto* s = std::get_if<tcp::socket>(&s_)) return s->async_read_some(buf, token);
     if (auto* u = std::get_if<unix_socket>(&s_)) return u->async_read_some(buf, token);

@@ -51,6 +51,9 @@ asio::awaitable<void> shutdown(Context&, const Command&);
 // The database named by token i of cmd when it exists (configured, or with a
 // pool); otherwise writes the error and returns nullopt.
 std::optional<std::string> database_arg(Context& ctx, const Command& cmd, std::size_t i);
+// For COMMAND [db]: "" when no database is named, the database when it exists;
+// otherwise writes the error and returns nullopt.
+std::optional<std::string> optional_database_arg(Context& ctx, const Command& cmd);
 // Every configured or pooled database name (not the admin one).
 std::vector<std::string> known_databases(app::Runtime& rt);
 // Closes the idle servers of db's pools (every pool when db is empty) on every

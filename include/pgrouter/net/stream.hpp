@@ -34,8 +34,6 @@ public:
     // Wraps the TCP socket in TLS and runs the handshake (client or server role).
     asio::awaitable<error_code> tls_handshake(asio::ssl::context& ctx, asio::ssl::stream_base::handshake_type type,
                                               const std::string& sni);
-    // Waits until the stream is readable (TLS: returns at once, the TLS layer may hold data).
-    asio::awaitable<error_code> wait_readable();
     // Not a coroutine itself: it hands back Asio's own operation, so a parked
     // read costs no extra frame.
     asio::awaitable<std::tuple<error_code, std::size_t>> read_some(asio::mutable_buffer buf);

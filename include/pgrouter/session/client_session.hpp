@@ -165,7 +165,6 @@ private:
     bool waiting_ = false;
     bool timeout_cancel_sent_ = false;
     bool logged_in_ = false;
-    friend class CancelRegistryAccess;
 };
 
 }  // namespace pgrouter::session
