@@ -10,7 +10,7 @@ PG_OS_USER=postgres
 # Everything the build, the tests, the demo and the benchmark need (Debian 12).
 REQUIRED_PACKAGES=(
   build-essential cmake ninja-build g++ pkg-config
-  libboost1.81-dev libssl-dev libpq-dev libspdlog-dev libfmt-dev libtomlplusplus-dev
+  libboost1.81-dev libboost-json1.81-dev libssl-dev libpq-dev libspdlog-dev libfmt-dev libtomlplusplus-dev
   googletest libgtest-dev
   postgresql-15 postgresql-client-15 pgbouncer
   python3-psycopg2 python3-pytest openssl procps

@@ -56,14 +56,18 @@ constexpr Entry kShow[] = {
     {"MEM", show_mem, true},
     {"DNS_HOSTS", show_dns_hosts, true},
     {"DNS_ZONES", show_dns_zones, true},
+    {"CLUSTERS", show_clusters, true},
 };
 
 constexpr std::string_view kHelp =
     "\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n"
     "\tSHOW FDS|SOCKETS|ACTIVE_SOCKETS|LISTS|MEM|STATE\n"
     "\tSHOW DNS_HOSTS|DNS_ZONES\n"
+    "\tSHOW CLUSTERS\n"
     "\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n"
     "\tSET key = arg\n"
+    "\tSET PRIMARY <cluster> '<host>:<port>'\n"
+    "\tSET REPLICAS <cluster> '<host>:<port>[,...]'\n"
     "\tRELOAD\n"
     "\tPAUSE [<db>]\n"
     "\tRESUME [<db>]\n"

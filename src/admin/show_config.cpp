@@ -106,6 +106,11 @@ asio::awaitable<void> show_config(Context& ctx, const Command& cmd) {
 
 // SET key = value | SET key TO value; the value a word or a 'string'.
 asio::awaitable<void> set(Context& ctx, const Command& cmd) {
+    if ((cmd.keyword(1) == "PRIMARY" || cmd.keyword(1) == "REPLICAS") &&
+        (cmd.size() < 3 || cmd.tokens[2].kind != Token::Kind::equals)) {
+        co_await set_topology(ctx, cmd);
+        co_return;
+    }
     bool shape = cmd.size() == 4 && cmd.tokens[1].kind == Token::Kind::word &&
                  (cmd.tokens[2].kind == Token::Kind::equals || cmd.keyword(2) == "TO") &&
                  (cmd.tokens[3].kind == Token::Kind::word || cmd.tokens[3].kind == Token::Kind::string);

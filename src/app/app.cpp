@@ -1,5 +1,7 @@
 #include "pgrouter/app/app.hpp"
 
+#include "cluster_manager.hpp"
+
 #include "pgrouter/admin/admin.hpp"
 #include "pgrouter/app/logging.hpp"
 #include "pgrouter/app/runtime.hpp"
@@ -57,6 +59,7 @@ struct App::Impl {
     std::unique_ptr<unix_proto::acceptor> unix_acceptor;
     std::string unix_path;
     std::uint64_t generation = 1;
+    std::unique_ptr<ClusterManager> clusters;
     int signals_seen = 0;
     int exit_code = 0;
 
@@ -223,6 +226,7 @@ struct App::Impl {
             return errors;
         }
         rt.publish(snap);
+        clusters->sync(*snap->config);
         pool::reconfigure_all(*rt.pools, *snap);
         // logs: a changed logfile or log_format applies now; the file is reopened either way
         if (auto e = reopen_logs(snap->config->settings); !e.empty()) spdlog::error("{}", e);
@@ -345,6 +349,8 @@ int App::run() {
     }
     if (d.unix_acceptor) asio::co_spawn(d.rt.workers[0]->ctx(), d.accept_unix(*d.rt.workers[0], *d.unix_acceptor), asio::detached);
     for (auto& w : d.rt.workers) asio::co_spawn(w->ctx(), d.janitor(*w), asio::detached);
+    d.clusters = std::make_unique<ClusterManager>(d.rt, d.control);
+    d.clusters->sync(*snap->config);
     // Admin commands arrive on worker threads; reload and shutdown run on the control thread.
     d.rt.reload = [&d] {
         std::promise<std::string> p;
@@ -360,6 +366,7 @@ int App::run() {
     spdlog::info("pgrouter listening on port {} with {} workers", st.listen_port, n);
     sd_notify("READY=1");
     d.control.run();
+    d.clusters->stop();
     for (auto& w : d.rt.workers) {
         w->ctx().stop();
         w->join();

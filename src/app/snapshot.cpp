@@ -70,3 +70,11 @@ std::shared_ptr<const Snapshot> build_snapshot(std::shared_ptr<const config::Con
 }
 
 }  // namespace pgrouter::app
+
+namespace pgrouter::app {
+std::shared_ptr<routing::Cluster> Runtime::cluster(const std::string& name) const {
+    auto m = clusters();
+    auto it = m->find(name);
+    return it == m->end() ? nullptr : it->second;
+}
+}  // namespace pgrouter::app

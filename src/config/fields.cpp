@@ -431,6 +431,8 @@ constexpr Field<ClusterConfig> cluster_fields[] = {
     {"max_replica_lag", size_field<&C::max_replica_lag>},
     {"replica_fallback", enum_field<&C::replica_fallback>},
     {"failover_timeout", seconds_field<&C::failover_timeout>},
+    {"health_check_user", string_field<&C::health_check_user>},
+    {"health_check_dbname", string_field<&C::health_check_dbname>},
 };
 
 using Disc = DiscoveryConfig;

@@ -41,8 +41,9 @@ bool Limit::try_acquire() {
 }
 
 Pool::Pool(app::Runtime& rt, std::string database, std::string user, std::shared_ptr<Limit> db_limit,
-           std::shared_ptr<Limit> user_limit)
-    : rt_(rt), database_(std::move(database)), user_(std::move(user)), db_limit_(std::move(db_limit)),
+           std::shared_ptr<Limit> user_limit, std::string backend)
+    : rt_(rt), database_(std::move(database)), user_(std::move(user)), backend_(std::move(backend)),
+      db_limit_(std::move(db_limit)),
       user_limit_(std::move(user_limit)) {
     for (std::size_t i = 0; i < rt_.workers.size(); ++i) shards_.push_back(std::make_unique<Shard>());
 }
@@ -412,9 +413,10 @@ void Pool::drop_idle() {
     }
 }
 
-std::shared_ptr<Pool> PoolRegistry::get(const std::string& database, const std::string& user) const {
+std::shared_ptr<Pool> PoolRegistry::get(const std::string& database, const std::string& user,
+                                        const std::string& backend) const {
     std::lock_guard lk(m_);
-    auto it = pools_.find({database, user});
+    auto it = pools_.find({database, user, backend});
     return it == pools_.end() ? nullptr : it->second;
 }
 

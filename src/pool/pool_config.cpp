@@ -1,5 +1,6 @@
 #include "pgrouter/app/runtime.hpp"
 #include "pgrouter/pool/pool.hpp"
+#include "pgrouter/routing/cluster.hpp"
 
 namespace pgrouter::pool {
 
@@ -17,10 +18,15 @@ void apply_config(Pool& pool, const app::Snapshot& snap, const config::DatabaseC
     const std::string& user = pool.user();
     auto target = std::make_shared<Target>();
     if (!db.cluster.empty()) {
-        auto c = cfg.clusters.find(db.cluster);
-        if (c != cfg.clusters.end() && c->second.primary) {
-            target->host = c->second.primary->host;
-            target->port = c->second.primary->port;
+        // A replica's pool keeps its address; the database's own pool follows the primary.
+        std::string err;
+        std::optional<config::HostPort> addr;
+        if (!pool.backend().empty()) addr = routing::parse_host_port(pool.backend(), err);
+        else if (auto c = pool.runtime().cluster(db.cluster)) addr = c->view()->primary;
+        else if (auto c = cfg.clusters.find(db.cluster); c != cfg.clusters.end()) addr = c->second.primary;
+        if (addr) {
+            target->host = addr->host;
+            target->port = addr->port;
         }
     } else {
         target->host = db.host;
@@ -38,7 +44,7 @@ void apply_config(Pool& pool, const app::Snapshot& snap, const config::DatabaseC
         target->credential = old->credential;  // found by auth_query earlier
     }
     auto old = pool.target();
-    target->generation = old && same_target(*old, *target) ? old->generation : snap.generation * 1000003 + 1;
+    target->generation = old && same_target(*old, *target) ? old->generation : pool.runtime().next_id.fetch_add(1);
     Settings ps;
     ps.pool_size = config::effective_pool_size(cfg, db);
     ps.min_pool_size = db.min_pool_size >= 0 ? db.min_pool_size : st.min_pool_size;

@@ -3,6 +3,7 @@
 #include "pgrouter/admin/admin.hpp"
 #include "pgrouter/app/runtime.hpp"
 #include "pgrouter/pool/pool.hpp"
+#include "pgrouter/routing/cluster.hpp"
 #include "pgrouter/protocol/protocol.hpp"
 #include "pgrouter/session/cancel_registry.hpp"
 #include "pgrouter/session/client_session.hpp"
@@ -361,14 +362,14 @@ std::optional<config::DatabaseConfig> ClientSession::resolve_database(const conf
     return db;
 }
 
-std::shared_ptr<pool::Pool> ClientSession::pool_for(const config::DatabaseConfig& db, const std::string& user) {
+std::shared_ptr<pool::Pool> ClientSession::pool_for(const config::DatabaseConfig& db, const std::string& user,
+                                                    const std::string& backend) {
     auto& rt = worker_.runtime();
     std::optional<auth::Credential> queried;
     if (auto q = auth_query_creds_.find(db.user.empty() ? user : db.user); q != auth_query_creds_.end())
         queried = q->second;
-    auto p = rt.pools->get_or_create(db.name, user, [&](pool::Pool& pool) {
-        pool::apply_config(pool, *snap_, db, queried);
-    });
+    auto p = rt.pools->get_or_create(
+        db.name, user, [&](pool::Pool& pool) { pool::apply_config(pool, *snap_, db, queried); }, backend);
     // auth_query found a (possibly changed) secret: servers must log in with it.
     if (queried && (!p->target()->credential || p->target()->credential->secret != queried->secret))
         pool::apply_config(*p, *snap_, db, queried);
@@ -406,6 +407,43 @@ asio::awaitable<std::optional<auth::Credential>> ClientSession::lookup_auth_quer
     co_return cred;
 }
 
+std::shared_ptr<pool::Pool> ClientSession::replica_pool(const config::HostPort& addr) {
+    auto key = routing::to_string(addr);
+    if (auto p = worker_.runtime().pools->get(database_, user_, key)) return p;
+    auto db = resolve_database(*snap_->config, database_);
+    return db ? pool_for(*db, user_, key) : nullptr;
+}
+
+asio::awaitable<bool> ClientSession::choose_pool(Clock::time_point deadline) {
+    auto cfg = cluster_->config();
+    if (read_route_) {
+        if (auto r = cluster_->next_replica()) {
+            if (auto p = replica_pool(*r)) {
+                pool_ = std::move(p);
+                co_return true;
+            }
+        }
+        if (cfg->replica_fallback == config::ReplicaFallback::error) {
+            kill(sqlstate::connection_failure, "no usable replica in cluster \"" + cluster_->name() + "\"");
+            co_return false;
+        }
+    }
+    pool_ = primary_pool_;
+    // Writes go only to a primary seen out of recovery; wait for one (failover).
+    for (;;) {
+        auto v = cluster_->view();
+        if (v->writable) break;
+        if (Clock::now() >= deadline || closing_) {
+            kill(sqlstate::connection_failure,
+                 "no writable primary in cluster \"" + cluster_->name() + "\": " + v->hold_reason);
+            co_return false;
+        }
+        asio::steady_timer t(worker_.ctx(), std::chrono::milliseconds(20));
+        co_await t.async_wait(token);
+    }
+    co_return true;
+}
+
 asio::awaitable<bool> ClientSession::attach(Clock::time_point deadline) {
     auto& rt = worker_.runtime();
     auto& cfg = *snap_->config;
@@ -436,6 +474,18 @@ asio::awaitable<bool> ClientSession::attach(Clock::time_point deadline) {
     }
     pool_mode_ = static_cast<int>(config::effective_pool_mode(cfg, *db, user_));
     pool_ = pool_for(*db, user_);
+    if (!db->cluster.empty()) {
+        cluster_ = rt.cluster(db->cluster);
+        if (!cluster_) {
+            co_await fail(sqlstate::connection_failure, "cluster \"" + db->cluster + "\" is not running");
+            co_return false;
+        }
+        primary_pool_ = pool_;
+        read_route_ = db->route == config::Route::replica || (db->route == config::Route::auto_ && read_only_intent_);
+        // A new client waits out a failover like a new transaction does.
+        if (!co_await choose_pool(Clock::now() + secs(cluster_->config()->failover_timeout))) co_return false;
+        prerouted_ = true;
+    }
     // Named prepared statements survive server changes only if we rename them.
     bool track = pool_mode_ != static_cast<int>(config::PoolMode::session) && st.max_prepared_statements > 0;
     fscan_.set_capture(track);

@@ -4,6 +4,7 @@
 
 #include "pgrouter/app/runtime.hpp"
 #include "pgrouter/pool/pool.hpp"
+#include "pgrouter/routing/cluster.hpp"
 #include "pgrouter/session/cancel_registry.hpp"
 #include "pgrouter/protocol/prepared.hpp"
 #include "pgrouter/session/errors.hpp"
@@ -130,7 +131,16 @@ asio::awaitable<void> ClientSession::serve() {
         pending_ += r.sync_points;
         bool capture = fscan_.capture();
         if (capture ? !r.items.empty() : r.forward > 0) {
-            if (!server_ && !co_await link()) co_return;
+            if (!server_) {
+                if (!co_await link()) co_return;
+            } else if (cluster_ && server_->generation() != pool_->generation()) {
+                // The primary changed under this session: its transaction (or, in
+                // session mode, its whole session) cannot move to the new one.
+                server_->mark_broken();
+                kill(sqlstate::connection_failure, "the primary of cluster \"" + cluster_->name() +
+                                                       "\" changed; this server connection was closed");
+                co_return;
+            }
             stats::Counters::add(pool_->counters(worker_.index()).bytes_received, n);
             writing_ = true;
             net::error_code wec;
@@ -180,18 +190,14 @@ asio::awaitable<bool> ClientSession::link() {
         asio::steady_timer t(worker_.ctx(), std::chrono::milliseconds(50));
         co_await t.async_wait(token);
     }
-    auto res = co_await pool_->acquire(worker_, wait_started_ + secs(wait));
+    bool got = co_await acquire_server(wait_started_ + secs(wait));
     waiting_ = false;
     auto& counters = pool_->counters(worker_.index());
     auto waited = static_cast<std::uint64_t>(
         std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - wait_started_).count());
     stats::Counters::add(counters.wait_time_us, waited);
     stats::Counters::add(counters.wait_hist[stats::bucket_of(waited)], 1);
-    if (!res.server) {
-        kill(res.sqlstate.empty() ? sqlstate::connection_failure : std::string_view(res.sqlstate), res.message);
-        co_return false;
-    }
-    server_ = std::move(res.server);
+    if (!got) co_return false;
     stats::Counters::add(counters.server_assignments, 1);
     auto sql = build_sync_sql(client_params_, server_->params());
     if (!sql.empty()) {
@@ -212,6 +218,58 @@ asio::awaitable<bool> ClientSession::link() {
         if (e) spdlog::error("client {}: pump ended by exception", self->id());
     });
     co_return true;
+}
+
+asio::awaitable<bool> ClientSession::acquire_server(Clock::time_point wait_deadline) {
+    if (!cluster_) {
+        auto res = co_await pool_->acquire(worker_, wait_deadline);
+        if (!res.server) {
+            kill(res.sqlstate.empty() ? sqlstate::connection_failure : std::string_view(res.sqlstate), res.message);
+            co_return false;
+        }
+        server_ = std::move(res.server);
+        co_return true;
+    }
+    auto failover_deadline = std::min(wait_deadline, Clock::now() + secs(cluster_->config()->failover_timeout));
+    int replica_failures = 0;
+    for (;;) {
+        // The login already chose the first transaction's pool: do not advance the round-robin twice.
+        if (!std::exchange(prerouted_, false) && !co_await choose_pool(failover_deadline)) co_return false;
+        auto res = co_await pool_->acquire(worker_, wait_deadline);
+        bool to_primary = pool_ == primary_pool_;
+        if (res.server) {
+            if (!to_primary || !res.server->hot_standby()) {
+                server_ = std::move(res.server);
+                co_return true;
+            }
+            // Discovery named a node that is still (or again) in recovery: never write there.
+            cluster_->report_not_writable(config::HostPort{res.server->host(), res.server->port()},
+                                          "in recovery (in_hot_standby=on at login)");
+            pool_->discard(worker_, std::move(res.server));
+            continue;
+        }
+        bool unreachable = res.sqlstate.empty() || res.sqlstate.rfind("08", 0) == 0;
+        if (unreachable && !to_primary && ++replica_failures <= 3) {
+            // A replica that went away before its health check noticed: try the next one.
+            if (auto t = pool_->target()) {
+                routing::Health h;
+                h.state = routing::BackendState::down;
+                h.error = res.message;
+                h.last_check = std::chrono::system_clock::now();
+                cluster_->report_health(config::HostPort{t->host, t->port}, h);
+            }
+            continue;
+        }
+        if (unreachable && to_primary && Clock::now() < failover_deadline && !closing_) {
+            // The primary may be going down before discovery says so: wait for the next one.
+            cluster_->wake_checker();
+            asio::steady_timer t(worker_.ctx(), std::chrono::milliseconds(100));
+            co_await t.async_wait(token);
+            continue;
+        }
+        kill(res.sqlstate.empty() ? sqlstate::connection_failure : std::string_view(res.sqlstate), res.message);
+        co_return false;
+    }
 }
 
 // Server -> client until the server can go back to the pool.

@@ -77,6 +77,12 @@ void ServerConnection::update_param(const std::string& name, const std::string& 
 asio::awaitable<std::pair<std::unique_ptr<ServerConnection>, ServerResult>> ServerConnection::connect(
     app::Worker& w, const pool::Target& target, const std::optional<std::pair<auth::Bytes, auth::Bytes>>& scram_keys,
     Clock::time_point deadline) {
+    return connect(w.runtime(), target, scram_keys, deadline);
+}
+
+asio::awaitable<std::pair<std::unique_ptr<ServerConnection>, ServerResult>> ServerConnection::connect(
+    app::Runtime& rt, const pool::Target& target, const std::optional<std::pair<auth::Bytes, auth::Bytes>>& scram_keys,
+    Clock::time_point deadline) {
     using Ret = std::pair<std::unique_ptr<ServerConnection>, ServerResult>;
     auto where = target.unix_socket() ? target.host : target.host + ":" + std::to_string(target.port);
     auto opened = co_await with_deadline(open_stream(target), deadline);
@@ -84,7 +90,7 @@ asio::awaitable<std::pair<std::unique_ptr<ServerConnection>, ServerResult>> Serv
     if (opened->first || !opened->second)
         co_return Ret{nullptr, fail(sqlstate::connection_failure,
                                     "could not connect to server " + where + ": " + opened->first.message())};
-    auto snap = w.runtime().snapshot();
+    auto snap = rt.snapshot();
     auto mode = snap->config->tls.server_tls_sslmode;
     if (snap->server_tls && mode != config::SslMode::disable && !target.unix_socket()) {
         auto& s = *opened->second;
@@ -114,7 +120,7 @@ asio::awaitable<std::pair<std::unique_ptr<ServerConnection>, ServerResult>> Serv
                                         "server " + where + " does not accept TLS and server_tls_sslmode requires it")};
         }
     }
-    auto conn = std::make_unique<ServerConnection>(w.runtime().next_id.fetch_add(1), std::move(*opened->second));
+    auto conn = std::make_unique<ServerConnection>(rt.next_id.fetch_add(1), std::move(*opened->second));
     conn->host_ = target.host;
     conn->port_ = target.port;
     conn->generation_ = target.generation;
@@ -226,6 +232,7 @@ asio::awaitable<ServerResult> ServerConnection::login(const pool::Target& target
         if (type == 'S') {
             if (auto p = proto::parse_parameter_status(body)) {
                 params_.set(p->first, p->second);
+                if (p->first == "in_hot_standby") hot_standby_ = p->second == "on";
                 login_params_.push_back(std::move(*p));
             }
             continue;

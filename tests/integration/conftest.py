@@ -202,9 +202,9 @@ def pgrouter(pg, request):
     request.node._poolers = started
 
     def factory(overrides=None, databases=None, users=None, tls=None, userlist=None, hba=None, fmt="toml",
-                start=True, kind=None):
+                start=True, kind=None, clusters=None):
         try:
-            p = helpers.build_pooler(pg, overrides, databases, users, tls, userlist, hba, fmt, kind)
+            p = helpers.build_pooler(pg, overrides, databases, users, tls, userlist, hba, fmt, kind, clusters)
         except helpers.Missing as e:
             failure = f"missing dependency: {e}"
         else:
@@ -258,3 +258,33 @@ def deadline():
             return t
         return left
     return make
+
+
+@pytest.fixture
+def pg_cluster(request):
+    """Factory: pg_cluster(n_replicas=2) -> pgcluster.PgCluster, a started PostgreSQL 15
+    primary (nodes[0]) + n_replicas streaming replicas, all with the roles and
+    databases of the `pg` fixture. Every cluster made is torn down at the end of the
+    test (each node stopped by pg_ctl / its own postmaster pid, data removed)."""
+    import pgcluster
+
+    made = []
+
+    def factory(n_replicas=2, **kw):
+        failure = None
+        try:
+            c = pgcluster.PgCluster(n_replicas=n_replicas, start=False, **kw)
+            made.append(c)
+            _live.append(c)
+            c.create()
+        except helpers.Missing as e:
+            failure = f"missing dependency: {e}"
+        if failure:
+            pytest.fail(failure, pytrace=False)
+        return c
+
+    yield factory
+    for c in made:
+        c.cleanup()
+        if c in _live:
+            _live.remove(c)

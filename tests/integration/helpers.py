@@ -371,11 +371,17 @@ def toml_value(v):
     return f'"{s}"'
 
 
-def render_toml(settings, databases, users, tls):
+def render_toml(settings, databases, users, tls, clusters=None):
     out = ["[pgrouter]"]
     out += [f"{k} = {toml_value(v)}" for k, v in settings.items()]
     if tls:
         out += ["", "[tls]"] + [f"{k} = {toml_value(v)}" for k, v in tls.items()]
+    for name, c in (clusters or {}).items():
+        out += ["", f"[clusters.{name}]"]
+        out += [f"{k} = {toml_value(v)}" for k, v in c.items() if k != "discovery"]
+        if c.get("discovery"):
+            out += ["", f"[clusters.{name}.discovery]"]
+            out += [f"{k} = {toml_value(v)}" for k, v in c["discovery"].items()]
     for name, d in databases.items():
         out += ["", f"[databases.{name}]"] + [f"{k} = {toml_value(v)}" for k, v in d.items()]
     for name, u in users.items():
@@ -443,6 +449,7 @@ class Pooler:
         self._log_fh = None
         self.config_path = None
         self.tls = dict(tls or {})
+        self.clusters = {}  # [clusters.X] sections (pgrouter TOML only)
 
     # -- lifecycle
 
@@ -455,7 +462,8 @@ class Pooler:
             self.config_path.write_text(render_ini(self.settings, self.databases, self.users, self.tls))
         else:
             self.config_path = self.dir / "pgrouter.toml"
-            self.config_path.write_text(render_toml(self.settings, self.databases, self.users, self.tls))
+            self.config_path.write_text(render_toml(self.settings, self.databases, self.users, self.tls,
+                                                    self.clusters))
         if self.kind == "pgbouncer":  # it runs as the postgres OS user
             for f in self.dir.iterdir():
                 chown_pg(f)
@@ -569,7 +577,7 @@ def default_settings(workdir, port):
 
 
 def build_pooler(pg, overrides=None, databases=None, users=None, tls=None, userlist=None, hba=None,
-                 fmt="toml", kind=None):
+                 fmt="toml", kind=None, clusters=None):
     """Write the config files for a pooler (not started yet).
 
     overrides: keys of [pgrouter]; databases: name -> dict merged over
@@ -589,9 +597,12 @@ def build_pooler(pg, overrides=None, databases=None, users=None, tls=None, userl
     dbs = {}
     for name, d in (databases or {DEFAULT_DB: {}}).items():
         entry = {"host": pg.host, "port": pg.port, "dbname": name}
+        if d and "cluster" in d:  # a cluster database names no single server
+            entry = {"dbname": name}
         entry.update(d or {})
         dbs[name] = {k: v for k, v in entry.items() if v is not None}
     ul = dict(PASSWORDS) if userlist is None else dict(userlist)
     p = Pooler(kind, pg, settings, dbs, dict(users or {}), tls, ul, hba, fmt, workdir)
+    p.clusters = dict(clusters or {})
     p.write_config(hba)
     return p

@@ -43,6 +43,9 @@ asio::awaitable<void> kill(Context&, const Command&);
 asio::awaitable<void> kill_client(Context&, const Command&);
 asio::awaitable<void> reconnect(Context&, const Command&);
 asio::awaitable<void> wait_close(Context&, const Command&);
+// clusters.cpp
+asio::awaitable<void> show_clusters(Context&, const Command&);
+asio::awaitable<void> set_topology(Context&, const Command&);
 // reload.cpp
 asio::awaitable<void> reload(Context&, const Command&);
 asio::awaitable<void> shutdown(Context&, const Command&);

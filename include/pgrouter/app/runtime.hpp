@@ -30,6 +30,9 @@ class CancelRegistry;
 namespace pgrouter::admin {
 class State;
 }
+namespace pgrouter::routing {
+class Cluster;
+}
 
 namespace pgrouter::app {
 
@@ -107,6 +110,13 @@ public:
     std::shared_ptr<const Snapshot> snapshot() const { return snapshot_.load(std::memory_order_acquire); }
     void publish(std::shared_ptr<const Snapshot> s) { snapshot_.store(std::move(s), std::memory_order_release); }
 
+    // Clusters by name; the map is replaced whole on RELOAD, a Cluster lives on
+    // across reloads that keep its name.
+    using ClusterMap = std::map<std::string, std::shared_ptr<routing::Cluster>>;
+    std::shared_ptr<const ClusterMap> clusters() const { return clusters_.load(std::memory_order_acquire); }
+    void publish_clusters(std::shared_ptr<const ClusterMap> c) { clusters_.store(std::move(c)); }
+    std::shared_ptr<routing::Cluster> cluster(const std::string& name) const;
+
     std::vector<std::unique_ptr<Worker>> workers;
     std::unique_ptr<pool::PoolRegistry> pools;
     std::unique_ptr<session::CancelRegistry> cancels;
@@ -135,6 +145,7 @@ public:
 
 private:
     std::atomic<std::shared_ptr<const Snapshot>> snapshot_;
+    std::atomic<std::shared_ptr<const ClusterMap>> clusters_{std::make_shared<const ClusterMap>()};
     mutable std::mutex control_m_;
     std::map<std::string, std::pair<bool, bool>> control_;  // db -> (paused, disabled)
     std::atomic<int> any_control_{0};                        // fast path: nothing paused or disabled

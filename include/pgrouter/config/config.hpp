@@ -2,6 +2,7 @@
 // TOML key names (SPEC §2). Both loaders (TOML and pgbouncer.ini) fill this.
 #pragma once
 
+#include <compare>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -100,6 +101,7 @@ struct HostPort {
     std::string host;  // hostname, IP, or a unix socket directory (starts with '/')
     int port = 5432;
     bool operator==(const HostPort&) const = default;
+    auto operator<=>(const HostPort&) const = default;
 };
 
 struct ClusterConfig {  // [clusters.X]
@@ -110,6 +112,10 @@ struct ClusterConfig {  // [clusters.X]
     std::int64_t max_replica_lag = 16 * 1024 * 1024;
     ReplicaFallback replica_fallback = ReplicaFallback::primary;
     double failover_timeout = 30.0;
+    // Who the health checker logs in as (password from auth_file); "" = auth_user,
+    // else "postgres". pgrouter's own keys: the SPEC names none.
+    std::string health_check_user;
+    std::string health_check_dbname = "postgres";
     DiscoveryConfig discovery;
 };
 

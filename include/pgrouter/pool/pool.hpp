@@ -17,6 +17,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace pgrouter::app {
@@ -78,11 +79,16 @@ struct AcquireResult {
 class Pool : public std::enable_shared_from_this<Pool> {
 public:
     Pool(app::Runtime& rt, std::string database, std::string user, std::shared_ptr<Limit> db_limit,
-         std::shared_ptr<Limit> user_limit);
+         std::shared_ptr<Limit> user_limit, std::string backend = {});
     ~Pool();
 
     const std::string& database() const { return database_; }
     const std::string& user() const { return user_; }
+    // "" for a database's own pool (a single server, or a cluster's current primary);
+    // "host:port" for the pool of one replica of a cluster.
+    const std::string& backend() const { return backend_; }
+    app::Runtime& runtime() { return rt_; }
+    std::uint64_t generation() const { return generation_.load(std::memory_order_relaxed); }
     Limit& db_limit() { return *db_limit_; }
     Limit& user_limit() { return *user_limit_; }
 
@@ -147,7 +153,7 @@ private:
     void offer_from_others(app::Worker& w);
 
     app::Runtime& rt_;
-    std::string database_, user_;
+    std::string database_, user_, backend_;
     std::shared_ptr<Limit> db_limit_, user_limit_;
     std::vector<std::unique_ptr<Shard>> shards_;
     std::atomic<std::shared_ptr<const Target>> target_;
@@ -185,15 +191,17 @@ void reconfigure_all(PoolRegistry& pools, const app::Snapshot& snap);
 class PoolRegistry {
 public:
     explicit PoolRegistry(app::Runtime& rt) : rt_(rt) {}
-    std::shared_ptr<Pool> get(const std::string& database, const std::string& user) const;
+    std::shared_ptr<Pool> get(const std::string& database, const std::string& user,
+                              const std::string& backend = {}) const;
     // Creates it (configured by `setup`) when missing.
     template <class Setup>
-    std::shared_ptr<Pool> get_or_create(const std::string& database, const std::string& user, Setup&& setup) {
+    std::shared_ptr<Pool> get_or_create(const std::string& database, const std::string& user, Setup&& setup,
+                                        const std::string& backend = {}) {
         std::lock_guard lk(m_);
-        auto& p = pools_[{database, user}];
+        auto& p = pools_[{database, user, backend}];
         if (!p) {
             p = std::make_shared<Pool>(rt_, database, user, limit_locked(db_limits_, database),
-                                       limit_locked(user_limits_, user));
+                                       limit_locked(user_limits_, user), backend);
             setup(*p);
         }
         return p;
@@ -206,7 +214,7 @@ private:
     std::shared_ptr<Limit> limit_locked(std::map<std::string, std::shared_ptr<Limit>>& m, const std::string& k);
     app::Runtime& rt_;
     mutable std::mutex m_;
-    std::map<std::pair<std::string, std::string>, std::shared_ptr<Pool>> pools_;
+    std::map<std::tuple<std::string, std::string, std::string>, std::shared_ptr<Pool>> pools_;
     std::map<std::string, std::shared_ptr<Limit>> db_limits_, user_limits_;
 };
 

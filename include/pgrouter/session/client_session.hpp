@@ -28,6 +28,9 @@ struct Snapshot;
 namespace pgrouter::pool {
 class Pool;
 }
+namespace pgrouter::routing {
+class Cluster;
+}
 
 namespace pgrouter::session {
 
@@ -77,7 +80,15 @@ private:
     asio::awaitable<bool> authenticate(Clock::time_point deadline);
     asio::awaitable<bool> attach(Clock::time_point deadline);
     static std::optional<config::DatabaseConfig> resolve_database(const config::Config& cfg, const std::string& name);
-    std::shared_ptr<pool::Pool> pool_for(const config::DatabaseConfig& db, const std::string& user);
+    std::shared_ptr<pool::Pool> pool_for(const config::DatabaseConfig& db, const std::string& user,
+                                         const std::string& backend = {});
+    // Cluster databases: points pool_ at the primary's pool (waiting, until
+    // `deadline`, for a writable primary) or at the next usable replica's pool.
+    asio::awaitable<bool> choose_pool(Clock::time_point deadline);
+    std::shared_ptr<pool::Pool> replica_pool(const config::HostPort& addr);
+    // Acquires a server from pool_ for the next transaction, routing and riding
+    // out a failover for cluster databases.
+    asio::awaitable<bool> acquire_server(Clock::time_point wait_deadline);
     asio::awaitable<std::optional<auth::Credential>> lookup_auth_query(Clock::time_point deadline);
     asio::awaitable<bool> read_auth_message(std::string& body, Clock::time_point deadline);
     asio::awaitable<bool> auth_password_exchange(int method, Clock::time_point deadline);
@@ -112,6 +123,10 @@ private:
     std::optional<std::pair<std::vector<std::uint8_t>, std::vector<std::uint8_t>>> scram_keys_;
     ParamSet client_params_;
     std::shared_ptr<pool::Pool> pool_;
+    std::shared_ptr<routing::Cluster> cluster_;   // set for databases that name a cluster
+    std::shared_ptr<pool::Pool> primary_pool_;    // cluster databases: the pool following the primary
+    bool read_route_ = false;                     // routed as replica (route = replica, or auto + read-only)
+    bool prerouted_ = false;                      // pool_ already chosen (at login) for the next link
     int pool_mode_ = 1;  // config::PoolMode as int: 0 session, 1 transaction, 2 statement
     bool registered_cancel_ = false;
     std::map<std::string, auth::Credential> auth_query_creds_;  // found by auth_query, for the server login

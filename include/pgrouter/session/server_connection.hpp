@@ -17,6 +17,7 @@
 
 namespace pgrouter::app {
 class Worker;
+class Runtime;
 }
 namespace pgrouter::pool {
 struct Target;
@@ -50,6 +51,10 @@ public:
     static asio::awaitable<std::pair<std::unique_ptr<ServerConnection>, ServerResult>> connect(
         app::Worker& w, const pool::Target& target,
         const std::optional<std::pair<auth::Bytes, auth::Bytes>>& scram_keys, Clock::time_point deadline);
+    // The same from any thread's executor (the health checker).
+    static asio::awaitable<std::pair<std::unique_ptr<ServerConnection>, ServerResult>> connect(
+        app::Runtime& rt, const pool::Target& target,
+        const std::optional<std::pair<auth::Bytes, auth::Bytes>>& scram_keys, Clock::time_point deadline);
 
     // Runs `sql` with the simple protocol and reads up to ReadyForQuery, tracking
     // ParameterStatus. Responses are not forwarded anywhere.
@@ -72,6 +77,11 @@ public:
     ParamSet& params() { return params_; }
     const std::vector<std::pair<std::string, std::string>>& login_params() const { return login_params_; }
     void update_param(const std::string& name, const std::string& value);
+    // The server said in_hot_standby=on at login (PostgreSQL 14+): it is in recovery
+    // and must never be used for writes. A node leaves recovery only by promotion,
+    // and enters it only by restarting, so the login-time value holds for the
+    // connection's whole life unless promoted.
+    bool hot_standby() const { return hot_standby_; }
 
     Clock::time_point created() const { return created_; }
     Clock::time_point last_used() const { return last_used_; }
@@ -112,6 +122,7 @@ private:
     int port_ = 0;
     char txn_status_ = 'I';
     bool broken_ = false;
+    bool hot_standby_ = false;
     std::shared_ptr<CancelGate> cancel_gate_ = std::make_shared<CancelGate>();
     std::unordered_set<std::string> prepared_;
     std::unique_ptr<char[]> io_buf_;
