@@ -2,6 +2,7 @@
 // like psql. Exit codes: 0 done, 1 the server refused the command (its message
 // on stderr), 2 cannot connect, 64 usage.
 #include "admin_client.hpp"
+#include "consul_hook.hpp"
 #include "pgrouter/version.hpp"
 
 #include <cstdio>
@@ -15,18 +16,24 @@ constexpr int kOk = 0, kCommandFailed = 1, kUnreachable = 2, kUsage = 64;
 constexpr const char* kUsageText =
     "Usage: pgrouter-ctl [--admin CONNINFO] show <what>\n"
     "       pgrouter-ctl [--admin CONNINFO] <admin command words...>\n"
+    "       pgrouter-ctl [--admin CONNINFO] consul-hook --cluster NAME\n"
+    "                    [--primary-tags master,primary] [--replica-tags replica]\n"
     "       pgrouter-ctl --version | --help\n"
     "\n"
     "  show pools|clients|servers|databases|stats|config|...   runs SHOW <what>\n"
     "  pause [db], resume [db], reload, kill db, set key = value, ...\n"
     "                          any admin console command (see: pgrouter-ctl show help)\n"
+    "  consul-hook             handler for a Consul `service` watch: reads the watch's\n"
+    "                          JSON on stdin, applies SET PRIMARY / SET REPLICAS;\n"
+    "                          '' tags = GitLab's untagged service (see consul-hook --help)\n"
     "  --admin CONNINFO        libpq connection string of the admin console; default\n"
     "                          $PGROUTER_ADMIN, else\n"
     "                          \"host=127.0.0.1 port=6432 dbname=pgbouncer user=pgbouncer\"\n"
     "                          (passwords from ~/.pgpass or PGPASSWORD)\n"
     "\n"
     "Exit status: 0 done, 1 the command failed (the server's message on stderr),\n"
-    "2 cannot connect, 64 bad usage.\n";
+    "2 cannot connect, 64 bad usage. consul-hook: 0 applied, 1 unreachable or refused,\n"
+    "2 invalid JSON, 3 split brain, 4 no healthy primary.\n";
 
 // Words are joined with spaces; a word holding spaces or quotes is quoted
 // as a string literal, so `set server_check_query = "select 1"` works.
@@ -86,10 +93,8 @@ int main(int argc, char** argv) {
         return kUsage;
     }
     // consul-hook (SPEC §6) is another subcommand; it plugs in here.
-    if (words[0] == "consul-hook") {
-        std::fprintf(stderr, "pgrouter-ctl: consul-hook is not available in this build\n");
-        return kUsage;
-    }
+    if (words[0] == "consul-hook")
+        return pgrouter::ctl::consul_hook(conninfo, std::vector<std::string>(words.begin() + 1, words.end()));
     if ((words[0] == "show" || words[0] == "SHOW") && words.size() != 2) {
         std::fprintf(stderr, "pgrouter-ctl: show needs one word (show pools, show clients, ...)\n");
         return kUsage;

@@ -135,7 +135,8 @@ asio::awaitable<AcquireResult> Pool::acquire(app::Worker& w, Clock::time_point d
         sh.idle_count.fetch_sub(1);
         auto now = Clock::now();
         // A server idle for a while may have been terminated meanwhile: look first.
-        if (!usable(*s, now) || (now - s->last_used() > std::chrono::milliseconds(500) && s->stream().peer_spoke())) {
+        if (!usable(*s, now) ||
+            ((st.check_idle_always || now - s->last_used() > std::chrono::milliseconds(500)) && s->stream().peer_spoke())) {
             s->mark_broken();
             discard(w, std::move(s));
             continue;

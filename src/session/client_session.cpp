@@ -248,7 +248,9 @@ asio::awaitable<bool> ClientSession::acquire_server(Clock::time_point wait_deadl
             pool_->discard(worker_, std::move(res.server));
             continue;
         }
-        bool unreachable = res.sqlstate.empty() || res.sqlstate.rfind("08", 0) == 0;
+        // Unreachable, or refusing logins while it shuts down or starts (57P01-57P03):
+        // a node on its way out of the topology.
+        bool unreachable = res.sqlstate.empty() || res.sqlstate.rfind("08", 0) == 0 || res.sqlstate.rfind("57P", 0) == 0;
         if (unreachable && !to_primary && ++replica_failures <= 3) {
             // A replica that went away before its health check noticed: try the next one.
             if (auto t = pool_->target()) {

@@ -60,6 +60,10 @@ struct Settings {
     double server_idle_timeout = 600.0;
     double server_check_delay = 30.0;
     std::string server_check_query;
+    // Look for a termination notice on every idle server before handing it out, not
+    // only on those idle for a while: cluster backends stop under failover, and a
+    // client between transactions must not be handed a server the node just closed.
+    bool check_idle_always = false;
 };
 
 // A global cap shared by several pools (max_db_connections, max_user_connections).
