@@ -220,16 +220,10 @@ class PgNode(helpers.PgCluster):
 class PgCluster:
     """A primary and n_replicas streaming replicas (see the module docstring)."""
 
-    def __init__(self, n_replicas=2, start=True, timeout=60.0, replica_method=None):
-        """replica_method: "basebackup" (default: pg_basebackup -c fast -R -X stream from
-        the running primary) or "copy" (a copy of the same stopped template the primary
-        is a copy of: a standby from a cold backup, quicker on a loaded machine);
-        default from $PGROUTER_IT_REPLICA_METHOD."""
+    def __init__(self, n_replicas=2, start=True, timeout=60.0):
+        """start=False: nothing runs until create(). timeout: default for every wait."""
         helpers.require_binary(PG_BINDIR / "pg_basebackup", "install postgresql-15")
         helpers.require_binary(PG_BINDIR / "pg_rewind", "install postgresql-15")
-        self.replica_method = replica_method or os.environ.get("PGROUTER_IT_REPLICA_METHOD", "basebackup")
-        if self.replica_method not in ("basebackup", "copy"):
-            raise ValueError(f"replica_method must be basebackup or copy, not {self.replica_method!r}")
         self.n_replicas = n_replicas
         self.timeout = timeout
         self.nodes = []
@@ -246,9 +240,7 @@ class PgCluster:
         try:
             self.nodes = [PgNode(i, f"node{i}") for i in range(self.n_replicas + 1)]
             primary = self.nodes[0]
-            copies = self.nodes if self.replica_method == "copy" else [primary]
-            for n in copies:
-                run(["cp", "-a", template / "data", n.data], timeout=60)
+            run(["cp", "-a", template / "data", primary.data], timeout=60)
             primary.write_node_conf(None)
             self._pg_start(primary)
             self.primary = primary
@@ -256,8 +248,7 @@ class PgCluster:
 
             def make_replica(node):
                 try:
-                    if self.replica_method == "basebackup":
-                        self._basebackup(node, primary)
+                    self._basebackup(node, primary)
                     node.write_node_conf(primary)
                     self._pg_start(node)
                 except Exception as e:  # reported below

@@ -124,7 +124,9 @@ def consul_probe(probes, consul, *extra, wait="1"):
 
 def test_first_answer_published_then_blocking_queries(consul, probes):
     p = consul_probe(probes, consul, "--token", "s3cret", "--dc", "dc1")
-    p.wait_for("publish", r"^source=consul primaries=10\.0\.0\.1:5432 replicas=10\.0\.0\.2:5433 lag=-$")
+    # The first answer includes the probe's start-up: generous on a loaded machine.
+    p.wait_for("publish", r"^source=consul primaries=10\.0\.0\.1:5432 replicas=10\.0\.0\.2:5433 lag=-$",
+               timeout=10.0)
     idx = consul.index("pg")
     p.wait_for("status", rf"^consul ok index={idx}$")
     reqs = consul.wait_for_requests(2, "/v1/health/service/pg")

@@ -218,15 +218,18 @@ def test_switchover_hot_swap_in_transaction_mode(pgrouter, pg_cluster):
     c = pg_cluster()
     p = start_router(pgrouter, c)
     wait_ready(p, c)
-    idle = [p.connect() for _ in range(3)]
-    for conn in idle:
+    idle = [p.connect(autocommit=False) for _ in range(3)]
+    for conn in idle:  # three transactions at once: three servers in the pool
         assert server_port(conn)[0] == c.nodes[0].port
+    for conn in idle:
+        conn.commit()
+        conn.autocommit = True
     busy = p.connect(autocommit=False)
     with busy.cursor() as cur:
         cur.execute("SELECT inet_server_port()")
         assert cur.fetchone()[0] == c.nodes[0].port
     old_backends = lambda: c.value(c.nodes[0], "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app_md5'")
-    assert old_backends() >= 2
+    assert old_backends() >= 3
     c.promote(c.nodes[1])
     p.admin(f"SET PRIMARY main '{c.nodes[1].addr}'")
     p.admin(f"SET REPLICAS main '{c.nodes[2].addr}'")
