@@ -4,6 +4,7 @@
 
 #include "pgrouter/app/runtime.hpp"
 #include "pgrouter/pool/pool.hpp"
+#include "pgrouter/routing/cluster.hpp"
 
 #include <set>
 
@@ -52,10 +53,14 @@ asio::awaitable<void> show_databases(Context& ctx, const Command& cmd) {
         std::string host = db.host;
         int port = db.port;
         if (!db.cluster.empty()) {
+            // The primary the cluster routes writes to now (discovery or SET PRIMARY may
+            // have moved it from the file's); NULL while none is known.
             host.clear();
-            if (auto c = cfg.clusters.find(db.cluster); c != cfg.clusters.end() && c->second.primary) {
-                host = c->second.primary->host;
-                port = c->second.primary->port;
+            auto c = ctx.rt.cluster(db.cluster);
+            auto primary = c ? c->view()->primary : std::nullopt;
+            if (primary) {
+                host = primary->host;
+                port = primary->port;
             }
         }
         auto& u = usage[db.name];

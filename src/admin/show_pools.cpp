@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <map>
 
 namespace pgrouter::admin {
 
@@ -53,10 +54,20 @@ asio::awaitable<void> show_pools(Context& ctx, const Command& cmd) {
         if (c.admin) ++admin.cl_active;
     // The console itself, as PgBouncer lists its admin pool.
     if (admin.cl_active > 0) add_row(rs, "pgbouncer", "pgbouncer", admin, 0, "statement");
+    // One row per (database, user), as PgBouncer: a cluster database's replica pools are
+    // summed into it (SHOW CLUSTERS shows servers per backend).
+    std::map<std::pair<std::string, std::string>, std::pair<int, double>> slots;  // total, max wait
     for (auto& p : ctx.rt.pools->all()) {
+        auto counts = p->counts();
+        auto& [total, wait] = slots[{p->database(), p->user()}];
+        total += counts.total;
+        wait = std::max(wait, counts.max_wait_seconds);
+    }
+    for (auto& [key, slot] : slots) {
+        auto& [database, user] = key;
         PoolCounts pc;
         for (auto& c : census.clients) {
-            if (c.admin || c.info.database != p->database() || c.info.user != p->user()) continue;
+            if (c.admin || c.info.database != database || c.info.user != user) continue;
             if (std::strcmp(c.info.state, "waiting") == 0) {
                 ++pc.cl_waiting;
                 pc.max_wait = std::max(pc.max_wait, c.info.wait_seconds);
@@ -65,7 +76,7 @@ asio::awaitable<void> show_pools(Context& ctx, const Command& cmd) {
             }
         }
         for (auto& s : census.servers) {
-            if (s.database != p->database() || s.pool_user != p->user()) continue;
+            if (s.database != database || s.pool_user != user) continue;
             if (std::strcmp(s.state, "active") == 0)
                 ++pc.sv_active;
             else if (std::strcmp(s.state, "used") == 0)
@@ -73,11 +84,10 @@ asio::awaitable<void> show_pools(Context& ctx, const Command& cmd) {
             else
                 ++pc.sv_idle;
         }
-        auto counts = p->counts();
-        pc.max_wait = std::max(pc.max_wait, counts.max_wait_seconds);
+        pc.max_wait = std::max(pc.max_wait, slot.second);
         // Slots taken but neither linked nor idle: servers logging in (or being checked).
-        int login = std::max(0, counts.total - pc.sv_active - pc.sv_idle - pc.sv_used);
-        add_row(rs, p->database(), p->user(), pc, login, pool_mode_of(*snap->config, p->database(), p->user()));
+        int login = std::max(0, slot.first - pc.sv_active - pc.sv_idle - pc.sv_used);
+        add_row(rs, database, user, pc, login, pool_mode_of(*snap->config, database, user));
     }
     rs.write(ctx.out);
 }

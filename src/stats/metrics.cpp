@@ -238,7 +238,15 @@ asio::awaitable<std::string> render_metrics(app::Worker& self) {
     std::map<PoolKey, PoolRow> pools;
     std::map<std::string, Totals> dbs;
     for (auto& p : rt.pools->all()) {
-        pools[{p->database(), p->user()}] = PoolRow{p->counts(), p->settings().pool_size};
+        // A cluster database has one pool per replica besides its primary's: one row each (database, user).
+        auto [it, fresh] = pools.try_emplace({p->database(), p->user()}, PoolRow{p->counts(), p->settings().pool_size});
+        if (!fresh) {
+            auto c = p->counts();
+            it->second.counts.total += c.total;
+            it->second.counts.idle += c.idle;
+            it->second.counts.waiting += c.waiting;
+            it->second.counts.max_wait_seconds = std::max(it->second.counts.max_wait_seconds, c.max_wait_seconds);
+        }
         add(dbs[p->database()], p->totals());
     }
 

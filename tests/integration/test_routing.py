@@ -290,3 +290,31 @@ def test_reload_restores_static_topology(pgrouter, pg_cluster):
     assert {r["port"] for r in clusters_rows(p)} == {c.nodes[0].port, c.nodes[1].port}
     p.admin("RELOAD")
     assert {r["port"] for r in clusters_rows(p)} == {n.port for n in c.nodes}
+
+
+def test_admin_views_of_a_routed_database(pgrouter, pg_cluster):
+    """SHOW POOLS keeps one row per (database, user) although reads use one pool per
+    replica; SHOW DATABASES names the primary in use now; SHOW CLUSTERS counts servers
+    per backend."""
+    c = pg_cluster()
+    p = start_router(pgrouter, c)
+    wait_ready(p, c)
+    ro = p.connect(options="-c default_transaction_read_only=on", autocommit=False)
+    rw = p.connect(autocommit=False)
+    assert server_port(ro)[1] is True and server_port(rw)[1] is False
+    pools = [r for r in p.admin("SHOW POOLS") if r[0] == "testdb"]
+    assert len(pools) == 1, pools
+    assert pools[0][2] == 2  # cl_active
+    assert pools[0][6] == 2  # sv_active: one on the primary, one on a replica
+    active = {r["port"]: r["sv_active"] for r in clusters_rows(p)}
+    assert active[c.nodes[0].port] == 1 and active[c.nodes[1].port] + active[c.nodes[2].port] == 1
+    ro.rollback()
+    rw.rollback()
+    dbs = {r[0]: r for r in p.admin("SHOW DATABASES")}
+    assert (dbs["testdb"][1], dbs["testdb"][2]) == ("127.0.0.1", c.nodes[0].port)
+    c.promote(c.nodes[2])
+    p.admin(f"SET PRIMARY main '{c.nodes[2].addr}'")
+    dbs = {r[0]: r for r in p.admin("SHOW DATABASES")}
+    assert dbs["testdb"][2] == c.nodes[2].port
+    ro.close()
+    rw.close()
