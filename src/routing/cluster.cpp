@@ -75,6 +75,7 @@ bool Cluster::apply_locked(const Discovered& d) {
     if (t.primary) erase(t.former, *t.primary);
     for (auto& r : t.replicas) erase(t.former, r);
     t.source = d.source;
+    t.candidates = d.primaries;
     bool changed = t.primary != topo_.primary || t.replicas != topo_.replicas || t.former != topo_.former ||
                    t.hold_reason != topo_.hold_reason;
     if (t.primary != topo_.primary) ++primary_epoch_;
@@ -147,7 +148,7 @@ bool Cluster::apply(const Discovered& d) {
 }
 
 bool Cluster::set_primary(const HostPort& p) {
-    Discovered d;
+    Discovered d;  // one candidate: the operator's word ends a split brain too
     {
         std::lock_guard lk(m_);
         d.replicas = topo_.replicas;
@@ -161,18 +162,8 @@ bool Cluster::set_replicas(const std::vector<HostPort>& r) {
     Discovered d;
     {
         std::lock_guard lk(m_);
-        if (topo_.primary) d.primaries.push_back(*topo_.primary);
-        else if (!topo_.hold_reason.empty() && topo_.hold_reason.rfind("split brain", 0) == 0) {
-            // keep holding: a split brain is not resolved by a replica list
-            std::shared_ptr<const View> before, after;
-            auto keep = topo_.hold_reason;
-            d.replicas = r;
-            d.source = "admin";
-            bool changed = apply_locked(d);
-            topo_.hold_reason = keep;
-            publish_locked(before, after);
-            return changed;
-        }
+        // The primary side stays as it was decided, split brain included.
+        d.primaries = topo_.candidates;
     }
     d.replicas = r;
     d.source = "admin";

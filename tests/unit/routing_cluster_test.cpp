@@ -129,6 +129,9 @@ TEST(RoutingCluster, SplitBrainKeepsWritableCurrentPrimaryOtherwiseHolds) {
     EXPECT_FALSE(c.view()->primary);
     EXPECT_FALSE(c.view()->writable);
     EXPECT_NE(c.view()->hold_reason.find("split brain"), std::string::npos);
+    c.set_replicas({hp(5432)});  // a replica list does not end a split brain
+    EXPECT_FALSE(c.view()->primary);
+    EXPECT_NE(c.view()->hold_reason.find("split brain"), std::string::npos);
     d.primaries = {hp(5433)};
     c.apply(d);
     c.report_health(hp(5433), up(false));

@@ -90,6 +90,7 @@ private:
         std::optional<HostPort> primary;
         std::vector<HostPort> replicas;
         std::vector<HostPort> former;      // old primaries: used as replicas once they are in recovery
+        std::vector<HostPort> candidates;  // the primary candidates of the last answer
         std::string hold_reason;           // split brain / no primary
         std::string source = "static";
     };
