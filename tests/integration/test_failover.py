@@ -275,3 +275,27 @@ def test_patroni_discovery_follows_leader(pgrouter, pg_cluster, patroni):
     patroni.set_members(members(c.nodes[1]))
     writable_on(p, c.nodes[1])
     assert "patroni" in clusters_rows(p)[0]["discovery"]
+
+
+def test_old_primary_returning_in_recovery_serves_reads(pgrouter, pg_cluster, consul):
+    """After a failover the old primary is still known; once it is back as a streaming
+    replica (pg_rewind) it takes reads, and never writes, even while Consul does not
+    list it yet."""
+    c = pg_cluster()
+    old, new, other = c.nodes
+    consul.set_instances(SERVICE, patroni_instances(c, old, [new, other]))
+    p = consul_router(pgrouter, c, consul)
+    writable_on(p, old)
+    c.stop(old, mode="fast")
+    c.promote(new)
+    c.follow(other, new)
+    consul.set_instances(SERVICE, [i for i in patroni_instances(c, new, [other]) if i["port"] != old.port])
+    writable_on(p, new)
+    ro = p.connect(options="-c default_transaction_read_only=on")
+    assert {server_port(ro)[0] for _ in range(6)} == {other.port}
+    c.rejoin_as_replica(old, new)
+    wait_for(lambda: any(r["port"] == old.port and r["role"] == "replica" and r["state"] == "up"
+                         for r in clusters_rows(p)), 15, "old primary back as a replica")
+    assert {server_port(ro)[0] for _ in range(6)} == {old.port, other.port}
+    ro.close()
+    writable_on(p, new)
