@@ -429,7 +429,9 @@ asio::awaitable<bool> ClientSession::choose_pool(Clock::time_point deadline) {
         }
     }
     pool_ = primary_pool_;
-    // Writes go only to a primary seen out of recovery; wait for one (failover).
+    // Writes go only to a primary seen out of recovery; wait for one (failover). The
+    // look-again interval grows to 100 ms so that thousands of waiting clients stay cheap.
+    auto step = std::chrono::milliseconds(5);
     for (;;) {
         auto v = cluster_->view();
         if (v->writable) break;
@@ -438,8 +440,9 @@ asio::awaitable<bool> ClientSession::choose_pool(Clock::time_point deadline) {
                  "no writable primary in cluster \"" + cluster_->name() + "\": " + v->hold_reason);
             co_return false;
         }
-        asio::steady_timer t(worker_.ctx(), std::chrono::milliseconds(20));
+        asio::steady_timer t(worker_.ctx(), step);
         co_await t.async_wait(token);
+        step = std::min(step * 2, std::chrono::milliseconds(100));
     }
     co_return true;
 }
