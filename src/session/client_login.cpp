@@ -408,10 +408,19 @@ asio::awaitable<std::optional<auth::Credential>> ClientSession::lookup_auth_quer
 }
 
 std::shared_ptr<pool::Pool> ClientSession::replica_pool(const config::HostPort& addr) {
+    // Per transaction in transaction mode: the session's own few pools first, so the
+    // registry's lock is taken once per replica, not once per transaction.
+    for (auto& [a, p] : replica_pools_)
+        if (a == addr) return p;
     auto key = routing::to_string(addr);
-    if (auto p = worker_.runtime().pools->get(database_, user_, key)) return p;
-    auto db = resolve_database(*snap_->config, database_);
-    return db ? pool_for(*db, user_, key) : nullptr;
+    auto p = worker_.runtime().pools->get(database_, user_, key);
+    if (!p) {
+        auto db = resolve_database(*snap_->config, database_);
+        if (!db) return nullptr;
+        p = pool_for(*db, user_, key);
+    }
+    replica_pools_.emplace_back(addr, p);
+    return p;
 }
 
 asio::awaitable<bool> ClientSession::choose_pool(Clock::time_point deadline) {

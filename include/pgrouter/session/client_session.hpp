@@ -125,6 +125,8 @@ private:
     std::shared_ptr<pool::Pool> pool_;
     std::shared_ptr<routing::Cluster> cluster_;   // set for databases that name a cluster
     std::shared_ptr<pool::Pool> primary_pool_;    // cluster databases: the pool following the primary
+    // Replicas' pools this session used (a replica's pool keeps its address).
+    std::vector<std::pair<config::HostPort, std::shared_ptr<pool::Pool>>> replica_pools_;
     bool read_route_ = false;                     // routed as replica (route = replica, or auto + read-only)
     bool prerouted_ = false;                      // pool_ already chosen (at login) for the next link
     int pool_mode_ = 1;  // config::PoolMode as int: 0 session, 1 transaction, 2 statement
