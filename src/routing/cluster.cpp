@@ -39,10 +39,9 @@ Cluster::Cluster(const config::ClusterConfig& cfg) : name_(cfg.name) {
     Discovered d;
     if (cfg.primary) d.primaries.push_back(*cfg.primary);
     d.replicas = cfg.replicas;
-    d.source = "static";
+    d.source = cfg.discovery.type == config::DiscoveryType::static_ ? "static" : "config (until discovery answers)";
     std::shared_ptr<const View> before, after;
     std::lock_guard lk(m_);
-    topo_.source = cfg.discovery.type == config::DiscoveryType::static_ ? "static" : "static (until discovery answers)";
     apply_locked(d);
     if (!cfg.primary) topo_.hold_reason = "no primary configured";
     publish_locked(before, after);
@@ -119,7 +118,12 @@ void Cluster::publish_locked(std::shared_ptr<const View>& before, std::shared_pt
     };
     for (auto& r : topo_.replicas) add_replica(r, false);
     for (auto& r : topo_.former) add_replica(r, true);
-    v->discovery = topo_.source + (discovery_status_.empty() ? "" : ": " + discovery_status_);
+    // "consul ok index=42", "admin (consul error: ...)": where the topology came from, and
+    // the discovery source's own state when it says more.
+    if (discovery_status_.empty() || discovery_status_.rfind(topo_.source, 0) == 0)
+        v->discovery = discovery_status_.empty() ? topo_.source : discovery_status_;
+    else
+        v->discovery = topo_.source + " (" + discovery_status_ + ")";
     before = view_.load();
     after = v;
     view_.store(std::move(v), std::memory_order_release);
