@@ -64,23 +64,21 @@ asio::awaitable<void> set_topology(Context& ctx, const Command& cmd) {
         co_return;
     }
     const std::string& value = cmd.tokens[3].text;
-    std::vector<config::HostPort> addrs;
+    std::vector<config::HostPort> addrs;  // empty parts skipped: '' is "no replicas"
     std::size_t at = 0;
-    while (at <= value.size()) {
+    for (;;) {
         auto comma = value.find(',', at);
-        auto part = value.substr(at, comma == std::string::npos ? std::string::npos : comma - at);
-        while (!part.empty() && part.front() == ' ') part.erase(0, 1);
-        while (!part.empty() && part.back() == ' ') part.pop_back();
-        if (!part.empty() || !primary) {
-            if (!part.empty()) {
-                std::string err;
-                auto hp = routing::parse_host_port(part, err);
-                if (!hp) {
-                    ctx.error(sqlstate::invalid_parameter_value, "invalid address \"" + part + "\": " + err);
-                    co_return;
-                }
-                addrs.push_back(*hp);
+        std::string part = value.substr(at, comma == std::string::npos ? std::string::npos : comma - at);
+        part.erase(0, part.find_first_not_of(' '));
+        part.erase(part.find_last_not_of(' ') + 1);
+        if (!part.empty()) {
+            std::string err;
+            auto hp = routing::parse_host_port(part, err);
+            if (!hp) {
+                ctx.error(sqlstate::invalid_parameter_value, "invalid address \"" + part + "\": " + err);
+                co_return;
             }
+            addrs.push_back(*hp);
         }
         if (comma == std::string::npos) break;
         at = comma + 1;

@@ -36,15 +36,20 @@ std::string join(const std::vector<HostPort>& v) {
 Cluster::Cluster(const config::ClusterConfig& cfg) : name_(cfg.name) {
     cfg_.store(std::make_shared<const config::ClusterConfig>(cfg));
     view_.store(std::make_shared<const View>());
+    std::shared_ptr<const View> before, after;
+    std::lock_guard lk(m_);
+    apply_file_locked(cfg);
+    publish_locked(before, after);
+}
+
+void Cluster::apply_file_locked(const config::ClusterConfig& cfg) {
     Discovered d;
     if (cfg.primary) d.primaries.push_back(*cfg.primary);
     d.replicas = cfg.replicas;
     d.source = cfg.discovery.type == config::DiscoveryType::static_ ? "static" : "config (until discovery answers)";
-    std::shared_ptr<const View> before, after;
-    std::lock_guard lk(m_);
     apply_locked(d);
+    topo_.former.clear();  // the file states the whole topology
     if (!cfg.primary) topo_.hold_reason = "no primary configured";
-    publish_locked(before, after);
 }
 
 bool Cluster::healthy_writable(const HostPort& a) const {
@@ -209,23 +214,12 @@ void Cluster::set_discovery_status(std::string s) {
 }
 
 void Cluster::reconfigure(const config::ClusterConfig& cfg) {
-    auto old = cfg_.load();
     cfg_.store(std::make_shared<const config::ClusterConfig>(cfg));
-    bool file_topology = cfg.discovery.type == config::DiscoveryType::static_;
-    // With discovery, the file's addresses are only a starting point: keep what was discovered.
-    if (file_topology) {
-        Discovered d;
-        if (cfg.primary) d.primaries.push_back(*cfg.primary);
-        d.replicas = cfg.replicas;
-        d.source = "static";
-        apply(d);
-        std::lock_guard lk(m_);
-        topo_.former.clear();  // RELOAD states the whole topology
-        if (!cfg.primary) topo_.hold_reason = "no primary configured";
-    }
     std::shared_ptr<const View> before, after;
     {
         std::lock_guard lk(m_);
+        // With discovery, the file's addresses are only a starting point: keep what was discovered.
+        if (cfg.discovery.type == config::DiscoveryType::static_) apply_file_locked(cfg);
         publish_locked(before, after);
     }
     notify(before, after);

@@ -423,8 +423,12 @@ std::shared_ptr<pool::Pool> ClientSession::replica_pool(const config::HostPort& 
     return p;
 }
 
-asio::awaitable<bool> ClientSession::choose_pool(Clock::time_point deadline) {
-    auto cfg = cluster_->config();
+Clock::time_point ClientSession::failover_deadline(Clock::time_point since, Clock::time_point limit) const {
+    return std::min(limit, since + secs(cluster_->config()->failover_timeout));
+}
+
+asio::awaitable<bool> ClientSession::choose_pool(Clock::time_point since, Clock::time_point limit) {
+    // Per transaction: one load of the cluster's view; the config only when something waits or fails.
     if (read_route_) {
         if (auto r = cluster_->next_replica()) {
             if (auto p = replica_pool(*r)) {
@@ -432,7 +436,7 @@ asio::awaitable<bool> ClientSession::choose_pool(Clock::time_point deadline) {
                 co_return true;
             }
         }
-        if (cfg->replica_fallback == config::ReplicaFallback::error) {
+        if (cluster_->config()->replica_fallback == config::ReplicaFallback::error) {
             kill(sqlstate::connection_failure, "no usable replica in cluster \"" + cluster_->name() + "\"");
             co_return false;
         }
@@ -441,10 +445,12 @@ asio::awaitable<bool> ClientSession::choose_pool(Clock::time_point deadline) {
     // Writes go only to a primary seen out of recovery; wait for one (failover). The
     // look-again interval grows to 100 ms so that thousands of waiting clients stay cheap.
     auto step = std::chrono::milliseconds(5);
+    std::optional<Clock::time_point> deadline;
     for (;;) {
         auto v = cluster_->view();
         if (v->writable) break;
-        if (Clock::now() >= deadline || closing_) {
+        if (!deadline) deadline = failover_deadline(since, limit);
+        if (Clock::now() >= *deadline || closing_) {
             kill(sqlstate::connection_failure,
                  "no writable primary in cluster \"" + cluster_->name() + "\": " + v->hold_reason);
             co_return false;
@@ -495,7 +501,7 @@ asio::awaitable<bool> ClientSession::attach(Clock::time_point deadline) {
         primary_pool_ = pool_;
         read_route_ = db->route == config::Route::replica || (db->route == config::Route::auto_ && read_only_intent_);
         // A new client waits out a failover like a new transaction does.
-        if (!co_await choose_pool(Clock::now() + secs(cluster_->config()->failover_timeout))) co_return false;
+        if (!co_await choose_pool(Clock::now(), Clock::time_point::max())) co_return false;
         prerouted_ = true;
     }
     // Named prepared statements survive server changes only if we rename them.

@@ -230,11 +230,11 @@ asio::awaitable<bool> ClientSession::acquire_server(Clock::time_point wait_deadl
         server_ = std::move(res.server);
         co_return true;
     }
-    auto failover_deadline = std::min(wait_deadline, Clock::now() + secs(cluster_->config()->failover_timeout));
+    auto since = Clock::now();
     int replica_failures = 0;
     for (;;) {
         // The login already chose the first transaction's pool: do not advance the round-robin twice.
-        if (!std::exchange(prerouted_, false) && !co_await choose_pool(failover_deadline)) co_return false;
+        if (!std::exchange(prerouted_, false) && !co_await choose_pool(since, wait_deadline)) co_return false;
         auto res = co_await pool_->acquire(worker_, wait_deadline);
         bool to_primary = pool_ == primary_pool_;
         if (res.server) {
@@ -262,7 +262,7 @@ asio::awaitable<bool> ClientSession::acquire_server(Clock::time_point wait_deadl
             }
             continue;
         }
-        if (unreachable && to_primary && Clock::now() < failover_deadline && !closing_) {
+        if (unreachable && to_primary && Clock::now() < failover_deadline(since, wait_deadline) && !closing_) {
             // The primary may be going down before discovery says so: wait for the next one.
             cluster_->wake_checker();
             asio::steady_timer t(worker_.ctx(), std::chrono::milliseconds(100));

@@ -95,6 +95,8 @@ private:
         std::string source = "static";
     };
     bool apply_locked(const Discovered& d);
+    // The file's primary and replicas (startup, and RELOAD with static discovery).
+    void apply_file_locked(const config::ClusterConfig& cfg);
     void publish_locked(std::shared_ptr<const View>& before, std::shared_ptr<const View>& after);
     void notify(const std::shared_ptr<const View>& before, const std::shared_ptr<const View>& after);
     bool healthy_writable(const HostPort& a) const;

@@ -82,9 +82,11 @@ private:
     static std::optional<config::DatabaseConfig> resolve_database(const config::Config& cfg, const std::string& name);
     std::shared_ptr<pool::Pool> pool_for(const config::DatabaseConfig& db, const std::string& user,
                                          const std::string& backend = {});
-    // Cluster databases: points pool_ at the primary's pool (waiting, until
-    // `deadline`, for a writable primary) or at the next usable replica's pool.
-    asio::awaitable<bool> choose_pool(Clock::time_point deadline);
+    // Cluster databases: points pool_ at the primary's pool (waiting for a writable
+    // primary until failover_timeout after `since`, and never past `limit`) or at the
+    // next usable replica's pool.
+    asio::awaitable<bool> choose_pool(Clock::time_point since, Clock::time_point limit);
+    Clock::time_point failover_deadline(Clock::time_point since, Clock::time_point limit) const;
     std::shared_ptr<pool::Pool> replica_pool(const config::HostPort& addr);
     // Acquires a server from pool_ for the next transaction, routing and riding
     // out a failover for cluster databases.
