@@ -15,11 +15,18 @@ case "$MODE" in tps | idle) ;; *) die "usage: bench/compare.sh [tps|idle]" ;; es
 DURATION=${DURATION:-15}
 WARMUP=${WARMUP:-2}
 CLIENTS=${CLIENTS:-"10 100 1000"}
+SCRIPTS=${SCRIPTS:-"select-only tpcb"}
+PROTOCOLS=${PROTOCOLS:-"simple extended"}
 SCALE=${SCALE:-10}
 POOL_SIZE=${POOL_SIZE:-20}
 IDLE_CLIENTS=${IDLE_CLIENTS:-10000}
 POOLERS=${POOLERS:-"pgbouncer pgrouter"}
 PGROUTER_WORKERS=${PGROUTER_WORKERS:-0}
+# SYSCALLS=1: also count each pooler's system calls per transaction (perf, as root).
+SYSCALLS=${SYSCALLS:-0}
+SYSCALL_EVENTS=$(for s in recvfrom sendto read write readv writev recvmsg sendmsg epoll_wait epoll_ctl futex \
+  ioctl accept4 close timerfd_settime; do printf 'syscalls:sys_enter_%s,' "$s"; done)
+SYSCALL_EVENTS=${SYSCALL_EVENTS%,}
 MAX_CLIENT_CONN=$((IDLE_CLIENTS + 1100))
 if [ -z "${BENCH_TIMEOUT:-}" ]; then
   nclients=$(wc -w <<<"$CLIENTS")
@@ -208,6 +215,11 @@ measure() {  # pooler clients script proto
   fi
   local pid=${PID[$name]} t0 t1 rss
   t0=$(cpu_ticks "$pid")
+  local perf_pid=
+  if [ "$SYSCALLS" = 1 ]; then
+    perf stat -x, -e "$SYSCALL_EVENTS" -p "$pid" -o "$WORK/perf.$name.out" &
+    perf_pid=$!
+  fi
   run_pgbench "$name" "$c" "$script" "$proto" "$DURATION" "$out" &
   BG=$!
   sleep "$(awk -v d="$DURATION" 'BEGIN { print d / 2 }')"
@@ -215,6 +227,10 @@ measure() {  # pooler clients script proto
   wait "$BG" || rc=$?
   BG=
   t1=$(cpu_ticks "$pid" 2>/dev/null || echo "$t0")
+  if [ -n "$perf_pid" ]; then
+    kill -INT "$perf_pid" 2>/dev/null || true
+    wait "$perf_pid" || true
+  fi
   local tx tps lat failed
   tx=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out")
   tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$out")
@@ -230,13 +246,17 @@ measure() {  # pooler clients script proto
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$c" "$script" "$proto" "$tps" "$lat" "$cpu_us" \
     "$rss" "failed=${failed:-0}" >>"$RESULTS"
   log "$name c=$c $script $proto: tps $tps, latency $lat ms, $cpu_us us CPU/tx, RSS $((rss / 1024)) MB"
+  if [ -n "$perf_pid" ] && [ -s "$WORK/perf.$name.out" ]; then
+    log "$name c=$c $script $proto system calls per transaction: $(awk -F, -v n="$tx" '$1 ~ /^[0-9]+$/ && $1 > 0 {
+      sub(/^syscalls:sys_enter_/, "", $3); printf "%s %.2f  ", $3, $1 / n }' "$WORK/perf.$name.out")"
+  fi
 }
 
 if [ "$MODE" = tps ]; then
   i=0
   for c in $CLIENTS; do
-    for script in select-only tpcb; do
-      for proto in simple extended; do
+    for script in $SCRIPTS; do
+      for proto in $PROTOCOLS; do
         order=$POOLERS
         # Alternate which pooler goes first, so drift (checkpoints, caches) hits both alike.
         if [ $((i % 2)) -eq 1 ]; then order=$(tr ' ' '\n' <<<"$POOLERS" | tac | tr '\n' ' '); fi

@@ -35,19 +35,27 @@ ClientSession::~ClientSession() {
     worker_.runtime().client_count.fetch_sub(1);
 }
 
-void ClientSession::start(app::Worker& w, net::Stream s) {
-    auto& rt = w.runtime();
-    auto session = std::make_shared<ClientSession>(w, std::move(s), rt.next_id.fetch_add(1));
-    rt.client_count.fetch_add(1);
-    w.sessions().push_back(session);
-    asio::co_spawn(w.ctx(), session->run(), [session](std::exception_ptr e) {
+namespace {
+// The completion of a session's coroutine: it holds the session while it runs.
+struct SessionDone {
+    std::shared_ptr<ClientSession> session;
+    void operator()(std::exception_ptr e) const {
         if (!e) return;
         try {
             std::rethrow_exception(e);
         } catch (const std::exception& ex) {
             spdlog::error("client {}: session ended by exception: {}", session->id(), ex.what());
         }
-    });
+    }
+};
+}  // namespace
+
+void ClientSession::start(app::Worker& w, net::Stream s) {
+    auto& rt = w.runtime();
+    auto session = std::make_shared<ClientSession>(w, std::move(s), rt.next_id.fetch_add(1));
+    rt.client_count.fetch_add(1);
+    w.sessions().push_back(session);
+    asio::co_spawn(w.ctx(), session->run(), SessionDone{session});
 }
 
 asio::awaitable<void> ClientSession::send(const std::string& bytes) {
@@ -82,12 +90,14 @@ asio::awaitable<void> ClientSession::run() {
     if (ok) ok = co_await attach(deadline);
     login_buf_.clear();
     login_buf_.shrink_to_fit();
-    if (ok) co_await serve();
+    if (ok) {
+        // Serving goes on in a coroutine of its own, so the login's frame is freed:
+        // an idle client keeps only the serving loop's small frame and its parked read.
+        asio::co_spawn(worker_.ctx(), serve(), SessionDone{self});
+        co_return;
+    }
     co_await finish();
     client_.close();
-    if (ok && snap_ && snap_->config->settings.log_disconnections)
-        spdlog::info("C-{}: {}/{}@{} closing because: {}", id_, database_, user_, peer_,
-                     kill_reason_ ? kill_reason_->second : "client close request");
 }
 
 bool ClientSession::releasable() const {
@@ -96,10 +106,11 @@ bool ClientSession::releasable() const {
 }
 
 asio::awaitable<void> ClientSession::serve() {
+    auto& rt = worker_.runtime();
     for (;;) {
-        if (closing_) co_return;
-        co_await wait_while_suspended();
-        if (closing_) co_return;
+        if (closing_) break;
+        if (rt.suspended.load(std::memory_order_relaxed)) co_await wait_while_suspended();
+        if (closing_) break;
         // Small reads land in the session's own few bytes; a read that fills them
         // borrows a worker buffer until the client goes quiet again. Reading directly
         // (not waiting for readability first) lets Asio try the read at once and
@@ -107,7 +118,21 @@ asio::awaitable<void> ClientSession::serve() {
         char* data = big_.data ? big_.data : small_;
         std::size_t cap = big_.data ? app::BufferPool::kSize : sizeof small_;
         auto [rec, n] = co_await client_.read_some(asio::buffer(data, cap));
-        if (rec || n == 0 || closing_) co_return;
+        if (rec || n == 0 || closing_) break;
+        // The chunk's work has a frame of its own, alive only while it runs.
+        if (!co_await forward_chunk(data, n, cap)) break;
+    }
+    co_await finish();
+    client_.close();
+    if (snap_ && snap_->config->settings.log_disconnections)
+        spdlog::info("C-{}: {}/{}@{} closing because: {}", id_, database_, user_, peer_,
+                     kill_reason_ ? kill_reason_->second : "client close request");
+}
+
+// One chunk from the client: scan it, link a server if needed, forward it.
+// Returns false when the session ends.
+asio::awaitable<bool> ClientSession::forward_chunk(char* data, std::size_t n, std::size_t cap) {
+    {
         struct Resize {
             ClientSession* s;
             std::size_t n, cap;
@@ -132,19 +157,23 @@ asio::awaitable<void> ClientSession::serve() {
         bool capture = fscan_.capture();
         if (capture ? !r.items.empty() : r.forward > 0) {
             if (!server_) {
-                if (!co_await link()) co_return;
+                if (!co_await link()) co_return false;
             } else if (cluster_ && server_->generation() != pool_->generation()) {
                 // The primary changed under this session: its transaction (or, in
                 // session mode, its whole session) cannot move to the new one.
                 server_->mark_broken();
                 kill(sqlstate::connection_failure, "the primary of cluster \"" + cluster_->name() +
                                                        "\" changed; this server connection was closed");
-                co_return;
+                co_return false;
             }
             stats::Counters::add(pool_->counters(worker_.index()).bytes_received, n);
             writing_ = true;
             net::error_code wec;
-            if (capture) {
+            if (capture && r.messages.empty() && r.items.size() == 1) {
+                // Nothing to rewrite (a simple Query, unnamed statements): forward in place.
+                auto& it = r.items.front();
+                wec = co_await server_->stream().write_all(asio::buffer(buf.data + it.begin, it.end - it.begin));
+            } else if (capture) {
                 std::string out;
                 rewrite_statements(buf.data, r, out);
                 wec = co_await server_->stream().write_all(asio::buffer(out));
@@ -155,16 +184,17 @@ asio::awaitable<void> ClientSession::serve() {
             if (wec) {
                 if (server_) server_->mark_broken();
                 kill(sqlstate::connection_failure, "server connection lost while sending");
-                co_return;
+                co_return false;
             }
         }
         syncs_sent_ += r.sync_points;
         if (r.error) {
             kill(sqlstate::protocol_violation, std::string("invalid client message: ") + r.error);
-            co_return;
+            co_return false;
         }
-        if (r.terminate) co_return;
+        if (r.terminate) co_return false;
     }
+    co_return true;
 }
 
 asio::awaitable<void> ClientSession::wait_while_suspended() {
@@ -284,8 +314,9 @@ asio::awaitable<void> ClientSession::pump() {
             s->pump_done_.cancel();
         }
     } done{this};
+    auto& rt = worker_.runtime();
     for (;;) {
-        co_await wait_while_suspended();
+        if (rt.suspended.load(std::memory_order_relaxed)) co_await wait_while_suspended();
         if (stop_pump_ || closing_ || !server_) co_return;
         auto& stream = server_->stream();
         struct {
@@ -331,9 +362,14 @@ asio::awaitable<void> ClientSession::pump() {
             last_ready_ = now;
         }
         net::error_code wec;
+        bool rewrite = false;
+        std::vector<std::pair<long, long>> drops;
         if (bscan_.watch()) {
+            drops = track_statements(r);
+            rewrite = !drops.empty() || !held_.empty() || bscan_.partial_header() > 0;
+        }
+        if (rewrite) {
             // Hide the pooler's own ParseComplete/CloseComplete; hold back a split header.
-            auto drops = track_statements(r);
             std::string v = std::move(held_);
             held_.clear();
             long base = static_cast<long>(v.size());

@@ -5,6 +5,8 @@
 
 #include "pgrouter/protocol/protocol.hpp"
 
+#include <boost/container/small_vector.hpp>
+
 #include <string>
 #include <utility>
 #include <vector>
@@ -27,7 +29,7 @@ public:
             int message = -1;                // index into `messages`
             int syncs_before = 0;            // sync points earlier in this chunk
         };
-        std::vector<Item> items;
+        boost::container::small_vector<Item, 4> items;  // no allocation for the common chunk
         std::vector<std::string> messages;
     };
     Result scan(const char* data, std::size_t n);
@@ -75,7 +77,7 @@ public:
             char type;
             long begin, end;
         };
-        std::vector<Event> events;
+        boost::container::small_vector<Event, 4> events;
     };
     Result scan(const char* data, std::size_t n);
     bool partial() const { return remaining_ > 0 || hdr_len_ > 0; }

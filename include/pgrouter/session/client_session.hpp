@@ -95,6 +95,7 @@ private:
     asio::awaitable<bool> read_auth_message(std::string& body, Clock::time_point deadline);
     asio::awaitable<bool> auth_password_exchange(int method, Clock::time_point deadline);
     asio::awaitable<void> serve();
+    asio::awaitable<bool> forward_chunk(char* data, std::size_t n, std::size_t cap);
     asio::awaitable<bool> link();
     asio::awaitable<void> wait_while_suspended();
     asio::awaitable<void> pump();
