@@ -13,7 +13,7 @@ REQUIRED_PACKAGES=(
   libboost1.81-dev libboost-json1.81-dev libssl-dev libpq-dev libspdlog-dev libfmt-dev libtomlplusplus-dev
   googletest libgtest-dev
   postgresql-15 postgresql-client-15 pgbouncer
-  python3-psycopg2 python3-pytest openssl procps
+  python3-psycopg2 python3-pytest python3-yaml openssl procps
 )
 
 log() { printf '==> %s\n' "$*" >&2; }

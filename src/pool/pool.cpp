@@ -30,6 +30,37 @@ struct Pool::Waiter {
     bool reserve_granted = false;
 };
 
+namespace {
+constexpr std::size_t kSpareWaiters = 64;
+}  // namespace
+
+std::vector<std::shared_ptr<Pool::Waiter>>& Pool::spare_waiters() {
+    thread_local std::vector<std::shared_ptr<Waiter>> spares;
+    return spares;
+}
+
+std::shared_ptr<Pool::Waiter> Pool::make_waiter(app::Worker& w) {
+    auto& spares = spare_waiters();
+    while (!spares.empty()) {
+        auto waiter = std::move(spares.back());
+        spares.pop_back();
+        if (waiter->worker != &w) continue;  // a thread runs one worker; be safe anyway
+        waiter->since = Clock::now();
+        return waiter;
+    }
+    return std::make_shared<Waiter>(w);
+}
+
+void Pool::recycle(std::shared_ptr<Waiter>&& waiter, app::Worker& w) {
+    // Only a waiter nobody else holds (no delivery or grant on its way) and left clean.
+    if (!waiter || waiter.use_count() != 1 || waiter->worker != &w || waiter->server || waiter->abandoned ||
+        spare_waiters().size() >= kSpareWaiters)
+        return;
+    waiter->slot = false;
+    waiter->reserve_granted = false;
+    spare_waiters().push_back(std::move(waiter));
+}
+
 bool Limit::try_acquire() {
     int m = max.load();
     int c = count.fetch_add(1);
@@ -152,10 +183,15 @@ asio::awaitable<AcquireResult> Pool::acquire(app::Worker& w, Clock::time_point d
         co_return AcquireResult{std::move(s), {}, {}};
     }
     std::shared_ptr<Waiter> waiter;
+    struct Recycle {
+        std::shared_ptr<Waiter>& waiter;
+        app::Worker& w;
+        ~Recycle() { Pool::recycle(std::move(waiter), w); }
+    } recycle_on_exit{waiter, w};
     {
         std::lock_guard lk(m_);
         if (!try_reserve_slot_locked(false)) {
-            waiter = std::make_shared<Waiter>(w);
+            waiter = make_waiter(w);
             waiters_.push_back(waiter);
             n_waiters_.fetch_add(1);
         }

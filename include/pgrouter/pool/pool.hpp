@@ -141,6 +141,11 @@ public:
 
 private:
     struct Waiter;
+    // Waiters are made per transaction while the pool is busy: each worker thread
+    // keeps a few finished ones to reuse.
+    static std::shared_ptr<Waiter> make_waiter(app::Worker& w);
+    static void recycle(std::shared_ptr<Waiter>&& waiter, app::Worker& w);
+    static std::vector<std::shared_ptr<Waiter>>& spare_waiters();  // this thread's
     struct Shard {
         std::vector<std::unique_ptr<ServerConnection>> idle;  // LIFO; owner thread only
         std::atomic<int> idle_count{0};
