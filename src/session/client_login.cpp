@@ -500,9 +500,15 @@ asio::awaitable<bool> ClientSession::attach(Clock::time_point deadline) {
         }
         primary_pool_ = pool_;
         read_route_ = db->route == config::Route::replica || (db->route == config::Route::auto_ && read_only_intent_);
-        // A new client waits out a failover like a new transaction does.
-        if (!co_await choose_pool(Clock::now(), Clock::time_point::max())) co_return false;
-        prerouted_ = true;
+        // Route now when the login needs a server: the pool's first client learns the
+        // server's parameters from a real login, and a read-only session must see its
+        // replica's (in_hot_standby). A write session of a pool that knows them logs in
+        // at once, as PgBouncer's clients do, and waits out a failover at its first
+        // transaction (not inside a login that the application may time out).
+        if (read_route_ || !pool_->welcome()) {
+            if (!co_await choose_pool(Clock::now(), Clock::time_point::max())) co_return false;
+            prerouted_ = true;
+        }
     }
     // Named prepared statements survive server changes only if we rename them.
     bool track = pool_mode_ != static_cast<int>(config::PoolMode::session) && st.max_prepared_statements > 0;

@@ -181,6 +181,30 @@ def test_replica_fallback(pgrouter, pg_cluster):
     assert "no usable replica" in str(e.value)
 
 
+def test_client_logs_in_during_failover_and_its_first_write_waits(pgrouter, pg_cluster):
+    """While no writable primary is known, a new client of a pool that already knows
+    the server's parameters logs in at once (an application's connect timeout does not
+    run out inside the login); its first write waits for the primary."""
+    c = pg_cluster()
+    p = start_router(pgrouter, c, cluster=cluster_conf(c, failover_timeout=20.0))
+    wait_ready(p, c)
+    conn = p.connect()
+    assert server_port(conn) == (c.nodes[0].port, False)
+    conn.close()
+    p.admin(f"SET PRIMARY main '{c.nodes[1].addr}'")  # a replica: writes must wait
+    wait_for(lambda: any(r["role"] == "primary" and r["port"] == c.nodes[1].port and r["in_recovery"] == "yes"
+                         for r in clusters_rows(p)), 10, "the replica checked as the primary")
+    conn = p.connect()  # completes with no writable primary anywhere
+    assert [r["port"] for r in clusters_rows(p) if r["role"] == "primary"] == [c.nodes[1].port]
+    timer = threading.Timer(0.5, p.admin, args=(f"SET PRIMARY main '{c.nodes[0].addr}'",))
+    timer.start()
+    try:
+        assert server_port(conn) == (c.nodes[0].port, False)
+    finally:
+        timer.join()
+        conn.close()
+
+
 def test_writes_never_reach_a_node_in_recovery(pgrouter, pg_cluster):
     """SET PRIMARY names a replica: writes wait (failover_timeout) and fail with
     pgrouter's error, never with the replica's read-only error."""
