@@ -174,11 +174,21 @@ def toml_str(s):
     return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def write_pgrouter_config(work, port, consul_url, args, cluster):
-    seed = ""
-    if args.seed:   # a starting topology in the file, until discovery answers
-        p, *rs = cluster.nodes
-        seed = f"primary = {toml_str(p.addr)}\nreplicas = [{', '.join(toml_str(r.addr) for r in rs)}]\n"
+def consul_discovery(consul_url, args):
+    """The [clusters.main.discovery] body for the Consul double."""
+    return f"""type = "consul"
+consul_url = {toml_str(consul_url)}
+consul_service = "{SERVICE}"
+consul_primary_tags = ["primary"]
+consul_replica_tags = ["replica"]
+consul_wait = {args.consul_wait}
+"""
+
+
+def write_pgrouter_config(work, port, args, discovery, seed=""):
+    """pgrouter in front of cluster "main" (transaction pooling, trust, route = primary);
+    `discovery` is the body of [clusters.main.discovery], `seed` optional lines of
+    [clusters.main] (a starting topology until discovery answers)."""
     (work / "userlist.txt").write_text('"postgres" ""\n"pgbouncer" ""\n')
     cfg = f"""[pgrouter]
 listen_addr = "127.0.0.1"
@@ -203,13 +213,7 @@ server_tls_sslmode = "disable"
 failover_timeout = {args.failover_timeout}
 
 [clusters.main.discovery]
-type = "consul"
-consul_url = {toml_str(consul_url)}
-consul_service = "{SERVICE}"
-consul_primary_tags = ["primary"]
-consul_replica_tags = ["replica"]
-consul_wait = {args.consul_wait}
-
+{discovery}
 [databases.{CLIENT_DB}]
 cluster = "main"
 dbname = "{DBNAME}"
@@ -318,7 +322,12 @@ def main():
         current = {"node": old}   # direct mode: the primary as the double names it
         if args.target == "pgrouter":
             port = helpers.free_port()
-            router = Router(Path(args.pgrouter_bin), write_pgrouter_config(work, port, double.url, args, cluster), work)
+            seed = ""
+            if args.seed:   # a starting topology in the file, until discovery answers
+                p0, *rs = cluster.nodes
+                seed = f"primary = {toml_str(p0.addr)}\nreplicas = [{', '.join(toml_str(r.addr) for r in rs)}]\n"
+            cfg = write_pgrouter_config(work, port, args, consul_discovery(double.url, args), seed)
+            router = Router(Path(args.pgrouter_bin), cfg, work)
             router.start(port)
             log(f"pgrouter up on {port}, consul double on {double.url}")
 

@@ -38,6 +38,7 @@ def main():
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--duration", type=float, default=30.0)
     ap.add_argument("--fail-at", type=float, default=5.0)
+    ap.add_argument("--pool-size", type=int, default=20)
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--health-check-period", type=float, default=0.5)
     ap.add_argument("--failover-timeout", type=float, default=30.0)
@@ -55,56 +56,24 @@ def main():
         c = psycopg2.connect(host=old["host"], port=old["port"], user="postgres", dbname="postgres")
         c.autocommit = True
         with c.cursor() as cur:
-            cur.execute("CREATE DATABASE benchdb")
+            cur.execute(f"CREATE DATABASE {fd.DBNAME}")
         c.close()
-        c = psycopg2.connect(host=old["host"], port=old["port"], user="postgres", dbname="benchdb")
+        c = psycopg2.connect(host=old["host"], port=old["port"], user="postgres", dbname=fd.DBNAME)
         c.autocommit = True
         with c.cursor() as cur:
             cur.execute(f"CREATE TABLE {TABLE} (writer int, seq int, port int, "
                         "at timestamptz DEFAULT clock_timestamp(), PRIMARY KEY (writer, seq))")
-            cur.execute("ALTER DATABASE benchdb SET synchronous_commit = on")
+            cur.execute(f"ALTER DATABASE {fd.DBNAME} SET synchronous_commit = on")
         c.close()
 
         port = helpers.free_port()
-        (work / "userlist.txt").write_text('"postgres" ""\n"pgbouncer" ""\n')
-        urls = ", ".join(f'"{pc.url(n)}"' for n in pc.nodes)
-        cfg = work / "pgrouter.toml"
-        cfg.write_text(f"""[pgrouter]
-listen_addr = "127.0.0.1"
-listen_port = {port}
-unix_socket_dir = ""
-auth_type = "trust"
-auth_file = "{work / 'userlist.txt'}"
-admin_users = ["pgbouncer"]
-pool_mode = "transaction"
-default_pool_size = 20
-max_client_conn = 1000
-server_connect_timeout = 2.0
-log_connections = false
-log_disconnections = false
-workers = {args.workers}
-
-[tls]
-server_tls_sslmode = "disable"
-
-[clusters.main]
-health_check_period = {args.health_check_period}
-failover_timeout = {args.failover_timeout}
-
-[clusters.main.discovery]
-type = "patroni"
-patroni_urls = [{urls}]
-
-[databases.bench]
-cluster = "main"
-dbname = "benchdb"
-route = "primary"
-""")
+        urls = ", ".join(fd.toml_str(pc.url(n)) for n in pc.nodes)
+        cfg = fd.write_pgrouter_config(work, port, args, f'type = "patroni"\npatroni_urls = [{urls}]\n')
         router = fd.Router(Path(args.pgrouter_bin), cfg, work)
         router.start(port)
 
         def dsn_for():
-            return f"host=127.0.0.1 port={port} dbname=bench user=postgres application_name=patroni-bench"
+            return f"host=127.0.0.1 port={port} dbname={fd.CLIENT_DB} user=postgres application_name=patroni-bench"
 
         deadline = time.monotonic() + 30
         while True:
@@ -158,7 +127,7 @@ route = "primary"
         new = seen.get("leader")
         if new is None:
             raise RuntimeError("Patroni named no new leader during the run")
-        c = psycopg2.connect(host=new["host"], port=new["port"], user="postgres", dbname="benchdb")
+        c = psycopg2.connect(host=new["host"], port=new["port"], user="postgres", dbname=fd.DBNAME)
         with c.cursor() as cur:
             cur.execute(f"SELECT writer, seq FROM {TABLE} WHERE writer >= 0")
             on_new = {(w, s) for w, s in cur.fetchall()}

@@ -132,68 +132,66 @@ asio::awaitable<void> ClientSession::serve() {
 // One chunk from the client: scan it, link a server if needed, forward it.
 // Returns false when the session ends.
 asio::awaitable<bool> ClientSession::forward_chunk(char* data, std::size_t n, std::size_t cap) {
-    {
-        struct Resize {
-            ClientSession* s;
-            std::size_t n, cap;
-            ~Resize() {
-                if (!s->big_.data && n == cap)
-                    s->big_ = s->worker_.buffers().get();
-                else if (s->big_.data && n < sizeof s->small_)
-                    s->big_ = {};
-            }
-        } resize{this, n, cap};
-        struct {
-            char* data;
-        } buf{data};
-        last_activity_ = Clock::now();
-        request_time_ = std::chrono::system_clock::now();
-        auto r = fscan_.scan(buf.data, n);
-        if (r.sync_points > 0 && pending_ == 0) {
-            query_started_ = last_activity_;
-            if (txn_status_ == 'I') xact_started_ = last_activity_;
+    struct Resize {
+        ClientSession* s;
+        std::size_t n, cap;
+        ~Resize() {
+            if (!s->big_.data && n == cap)
+                s->big_ = s->worker_.buffers().get();
+            else if (s->big_.data && n < sizeof s->small_)
+                s->big_ = {};
         }
-        pending_ += r.sync_points;
-        bool capture = fscan_.capture();
-        if (capture ? !r.items.empty() : r.forward > 0) {
-            if (!server_) {
-                if (!co_await link()) co_return false;
-            } else if (cluster_ && server_->generation() != pool_->generation()) {
-                // The primary changed under this session: its transaction (or, in
-                // session mode, its whole session) cannot move to the new one.
-                server_->mark_broken();
-                kill(sqlstate::connection_failure, "the primary of cluster \"" + cluster_->name() +
-                                                       "\" changed; this server connection was closed");
-                co_return false;
-            }
-            stats::Counters::add(pool_->counters(worker_.index()).bytes_received, n);
-            writing_ = true;
-            net::error_code wec;
-            if (capture && r.messages.empty() && r.items.size() == 1) {
-                // Nothing to rewrite (a simple Query, unnamed statements): forward in place.
-                auto& it = r.items.front();
-                wec = co_await server_->stream().write_all(asio::buffer(buf.data + it.begin, it.end - it.begin));
-            } else if (capture) {
-                std::string out;
-                rewrite_statements(buf.data, r, out);
-                wec = co_await server_->stream().write_all(asio::buffer(out));
-            } else {
-                wec = co_await server_->stream().write_all(asio::buffer(buf.data, r.forward));
-            }
-            writing_ = false;
-            if (wec) {
-                if (server_) server_->mark_broken();
-                kill(sqlstate::connection_failure, "server connection lost while sending");
-                co_return false;
-            }
-        }
-        syncs_sent_ += r.sync_points;
-        if (r.error) {
-            kill(sqlstate::protocol_violation, std::string("invalid client message: ") + r.error);
+    } resize{this, n, cap};
+    struct {
+        char* data;
+    } buf{data};
+    last_activity_ = Clock::now();
+    request_time_ = std::chrono::system_clock::now();
+    auto r = fscan_.scan(buf.data, n);
+    if (r.sync_points > 0 && pending_ == 0) {
+        query_started_ = last_activity_;
+        if (txn_status_ == 'I') xact_started_ = last_activity_;
+    }
+    pending_ += r.sync_points;
+    bool capture = fscan_.capture();
+    if (capture ? !r.items.empty() : r.forward > 0) {
+        if (!server_) {
+            if (!co_await link()) co_return false;
+        } else if (cluster_ && server_->generation() != pool_->generation()) {
+            // The primary changed under this session: its transaction (or, in
+            // session mode, its whole session) cannot move to the new one.
+            server_->mark_broken();
+            kill(sqlstate::connection_failure, "the primary of cluster \"" + cluster_->name() +
+                                                   "\" changed; this server connection was closed");
             co_return false;
         }
-        if (r.terminate) co_return false;
+        stats::Counters::add(pool_->counters(worker_.index()).bytes_received, n);
+        writing_ = true;
+        net::error_code wec;
+        if (capture && r.messages.empty() && r.items.size() == 1) {
+            // Nothing to rewrite (a simple Query, unnamed statements): forward in place.
+            auto& it = r.items.front();
+            wec = co_await server_->stream().write_all(asio::buffer(buf.data + it.begin, it.end - it.begin));
+        } else if (capture) {
+            std::string out;
+            rewrite_statements(buf.data, r, out);
+            wec = co_await server_->stream().write_all(asio::buffer(out));
+        } else {
+            wec = co_await server_->stream().write_all(asio::buffer(buf.data, r.forward));
+        }
+        writing_ = false;
+        if (wec) {
+            if (server_) server_->mark_broken();
+            kill(sqlstate::connection_failure, "server connection lost while sending");
+            co_return false;
+        }
     }
+    syncs_sent_ += r.sync_points;
+    if (r.error) {
+        kill(sqlstate::protocol_violation, std::string("invalid client message: ") + r.error);
+        co_return false;
+    }
+    if (r.terminate) co_return false;
     co_return true;
 }
 
