@@ -167,7 +167,7 @@ asio::awaitable<AcquireResult> Pool::acquire(app::Worker& w, Clock::time_point d
         auto now = Clock::now();
         // A server idle for a while may have been terminated meanwhile: look first.
         if (!usable(*s, now) ||
-            ((st.check_idle_always || now - s->last_used() > std::chrono::milliseconds(500)) && s->stream().peer_spoke())) {
+            s->spoke_while_idle(st.check_idle_always || now - s->last_used() > std::chrono::milliseconds(500))) {
             s->mark_broken();
             discard(w, std::move(s));
             continue;
@@ -278,6 +278,7 @@ void Pool::release(app::Worker& w, std::unique_ptr<ServerConnection> s) {
         }
     }
     s->touch();
+    s->watch_idle();
     if (n_waiters_.load() > 0 && deliver(w, s)) return;
     auto& sh = *shards_[w.index()];
     sh.idle.push_back(std::move(s));
@@ -331,6 +332,7 @@ bool Pool::deliver(app::Worker& w, std::unique_ptr<ServerConnection>& s) {
         waiter->timer.cancel();
         return true;
     }
+    s->unwatch();  // its pending read belongs to this worker (a server that spoke is now broken: the waiter discards it)
     if (!s->stream().rebind(waiter->worker->ctx())) {
         // TLS connections cannot move between workers: close it, the waiter opens its own.
         s->close();
@@ -384,7 +386,7 @@ void Pool::janitor(app::Worker& w) {
     // keeping min_pool_size servers.
     for (std::size_t i = 0; i < sh.idle.size();) {
         auto& s = sh.idle[i];
-        bool expired = !usable(*s, now) ||
+        bool expired = !usable(*s, now) || s->spoke_while_idle(false) ||
                        (st.server_idle_timeout > 0 && now - s->last_used() > secs(st.server_idle_timeout) &&
                         counts().total > st.min_pool_size);
         if (!expired) {

@@ -316,11 +316,11 @@ asio::awaitable<void> ClientSession::pump() {
     for (;;) {
         if (rt.suspended.load(std::memory_order_relaxed)) co_await wait_while_suspended();
         if (stop_pump_ || closing_ || !server_) co_return;
-        auto& stream = server_->stream();
         struct {
             char* data;
         } buf{server_->io_buffer()};
-        auto [rec, n] = co_await stream.read_some(asio::buffer(buf.data, ServerConnection::kIoBuffer));
+        // The first read of a link usually is the idle watch's, pending since the release.
+        auto [rec, n] = co_await server_->read_some(asio::buffer(buf.data, ServerConnection::kIoBuffer));
         if (stop_pump_ || closing_) co_return;
         if (rec || n == 0) {
             server_->mark_broken();

@@ -5,10 +5,13 @@
 #include "pgrouter/protocol/protocol.hpp"
 #include "pgrouter/session/errors.hpp"
 
+#include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/append.hpp>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/read.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -68,6 +71,80 @@ void ServerConnection::close() {
         }
         stream_.close();
     }
+}
+
+// The idle watch's state, shared with its pending read's handler (which may run
+// after the connection is gone). `gen` tells a read taken back by unwatch() from
+// the current one.
+struct ServerConnection::IdleWatch {
+    std::uint64_t gen = 0;
+    bool armed = false;  // pending (or finished) and not yet taken by read_some/unwatch
+    bool done = false;   // the read finished: bytes, EOF or an error
+    net::error_code ec;
+    std::size_t n = 0;
+    asio::any_completion_handler<void(net::error_code, std::size_t)> taker;  // read_some's waiting pump
+};
+
+void ServerConnection::watch_idle() {
+    if (broken_ || (watch_ && watch_->armed)) return;
+    auto* tcp = stream_.tcp_socket();
+    auto* ux = stream_.unix_stream_socket();
+    if ((!tcp || !tcp->is_open()) && (!ux || !ux->is_open())) return;  // TLS or closed: no watch
+    if (!watch_) watch_ = std::make_shared<IdleWatch>();
+    auto& st = *watch_;
+    st.armed = true;
+    st.done = false;
+    st.ec = {};
+    st.n = 0;
+    auto handler = [w = watch_, gen = ++st.gen](net::error_code ec, std::size_t n) {
+        if (w->gen != gen) return;  // taken back by unwatch(): nobody's read any more
+        w->done = true;
+        w->ec = ec;
+        w->n = n;
+        if (w->taker) {
+            auto h = std::move(w->taker);
+            std::move(h)(ec, n);
+        }
+    };
+    auto buf = asio::buffer(io_buffer(), kIoBuffer);
+    if (tcp)
+        tcp->async_read_some(buf, std::move(handler));
+    else
+        ux->async_read_some(buf, std::move(handler));
+}
+
+bool ServerConnection::spoke_while_idle(bool peek) {
+    if (watch_ && watch_->armed) return watch_->done;
+    return peek && stream_.peer_spoke();
+}
+
+bool ServerConnection::unwatch() {
+    if (!watch_ || !watch_->armed) return true;
+    auto& w = *watch_;
+    w.armed = false;
+    ++w.gen;
+    if (w.done) {
+        broken_ = true;  // what it said is gone into the buffer: the connection cannot be used
+        return false;
+    }
+    stream_.cancel();
+    return true;
+}
+
+asio::awaitable<std::tuple<net::error_code, std::size_t>> ServerConnection::read_some(asio::mutable_buffer buf) {
+    if (!watch_ || !watch_->armed) return stream_.read_some(buf);
+    watch_->armed = false;  // the pending read is the caller's now
+    return asio::async_initiate<decltype(token), void(net::error_code, std::size_t)>(
+        [w = watch_](auto handler) {
+            if (w->done) {
+                auto ex = asio::get_associated_executor(handler);
+                asio::post(ex, asio::append(std::move(handler), w->ec, w->n));
+            } else {
+                // Not operator=: Boost 1.81's move assignment recurses into itself.
+                asio::any_completion_handler<void(net::error_code, std::size_t)>(std::move(handler)).swap(w->taker);
+            }
+        },
+        token);
 }
 
 void ServerConnection::update_param(const std::string& name, const std::string& value) {
@@ -252,6 +329,7 @@ asio::awaitable<ServerResult> ServerConnection::login(const pool::Target& target
 }
 
 asio::awaitable<ServerResult> ServerConnection::query(const std::string& sql, Clock::time_point deadline) {
+    if (!unwatch()) co_return fail(sqlstate::connection_failure, "server closed the connection while idle");
     std::string out;
     proto::write_query(out, sql);
     auto ec = co_await stream_.write_all(asio::buffer(out));
@@ -284,6 +362,11 @@ asio::awaitable<ServerResult> ServerConnection::query(const std::string& sql, Cl
 asio::awaitable<ServerConnection::Rows> ServerConnection::query_rows(const std::string& sql,
                                                                      Clock::time_point deadline) {
     Rows out;
+    if (!unwatch()) {
+        out.sqlstate = sqlstate::connection_failure;
+        out.message = "server closed the connection while idle";
+        co_return out;
+    }
     std::string msg;
     proto::write_query(msg, sql);
     if (auto ec = co_await stream_.write_all(asio::buffer(msg))) {

@@ -183,3 +183,47 @@ def test_pooler_survives_server_restart_of_connection(pgrouter, pg):
                     raise
     finally:
         c.close()
+
+
+def _wait_backend_gone(pg, pid, limit=10.0):
+    end = time.monotonic() + limit
+    while pg.sql("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,))[0][0]:
+        assert time.monotonic() < end, f"backend {pid} did not exit"
+        time.sleep(0.005)
+
+
+def test_server_closed_while_idle_is_not_handed_out(pgrouter, pg):
+    """A server terminated just after its transaction (well under the 500 ms after which
+    servers used to be looked at before reuse): the client's next transaction runs on a
+    new server, with no error. The pooler notices through the read it keeps pending on
+    every idle server."""
+    p = pgrouter({"default_pool_size": 1, "workers": 1})
+    c = p.wire()
+    try:
+        for _ in range(3):
+            r = c.query("SELECT pg_backend_pid()")
+            assert r.error is None, r.error
+            pid = int(r.rows[0][0])
+            pg.sql("SELECT pg_terminate_backend(%s)", (pid,))
+            _wait_backend_gone(pg, pid)
+            r = c.query("SELECT pg_backend_pid()")
+            assert r.error is None, f"the dead server was handed out: {r.error}"
+            assert int(r.rows[0][0]) != pid
+    finally:
+        c.terminate()
+
+
+def test_server_closed_while_idle_leaves_the_pool_without_a_client(pgrouter, pg):
+    """With no client around, a server that closes while idle leaves the pool (SHOW SERVERS)
+    within the janitor's second, instead of waiting for the next client to find it."""
+    p = pgrouter({"default_pool_size": 2, "workers": 1})
+    c = p.wire()
+    r = c.query("SELECT pg_backend_pid()")
+    pid = int(r.rows[0][0])
+    c.terminate()
+    assert len(p.admin("SHOW SERVERS")) == 1
+    pg.sql("SELECT pg_terminate_backend(%s)", (pid,))
+    end = time.monotonic() + 10
+    while p.admin("SHOW SERVERS"):
+        assert time.monotonic() < end, "the closed server is still listed"
+        time.sleep(0.1)

@@ -50,6 +50,9 @@ public:
     bool is_unix() const { return std::holds_alternative<unix_socket>(s_); }
     bool is_tls() const { return std::holds_alternative<std::unique_ptr<ssl_stream>>(s_); }
     int native_handle();
+    // The plain socket underneath, for callback-style operations (null for TLS).
+    tcp::socket* tcp_socket() { return std::get_if<tcp::socket>(&s_); }
+    unix_socket* unix_stream_socket() { return std::get_if<unix_socket>(&s_); }
     // Detaches the plain socket from its io_context and re-creates it on another
     // (moving a connection between workers). Not possible for TLS: returns false.
     bool rebind(asio::io_context& ctx);

@@ -63,6 +63,8 @@ struct Settings {
     // Look for a termination notice on every idle server before handing it out, not
     // only on those idle for a while: cluster backends stop under failover, and a
     // client between transactions must not be handed a server the node just closed.
+    // Servers with an idle watch (plain TCP and unix sockets) are always looked at, for
+    // free; this decides the MSG_PEEK for the others (TLS).
     bool check_idle_always = false;
 };
 

@@ -12,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <unordered_set>
 #include <vector>
 
@@ -101,6 +102,20 @@ public:
         if (!io_buf_) io_buf_ = std::make_unique<char[]>(kIoBuffer);
         return io_buf_.get();
     }
+    // While the server sits idle in a pool, a read stays pending on it (plain TCP and
+    // unix sockets; arming it costs only the read's own first attempt): a server that
+    // closes or speaks unasked is seen without a system call, and the next client's
+    // first response is read by that same pending read (read_some).
+    void watch_idle();
+    // The server closed or spoke while idle: from the watch when one is armed,
+    // otherwise by MSG_PEEK when `peek` is set (TLS servers).
+    bool spoke_while_idle(bool peek);
+    // Server -> client bytes (the session's pump): takes over the idle watch's pending
+    // read when there is one, so `buf` must be io_buffer().
+    asio::awaitable<std::tuple<net::error_code, std::size_t>> read_some(asio::mutable_buffer buf);
+    // Takes the socket back from the idle watch (before a pooler query or a move to
+    // another worker); false, and broken, when the server spoke meanwhile.
+    bool unwatch();
     // Pooler-named prepared statements that exist on this server.
     std::unordered_set<std::string>& prepared() { return prepared_; }
 
@@ -126,6 +141,8 @@ private:
     std::shared_ptr<CancelGate> cancel_gate_ = std::make_shared<CancelGate>();
     std::unordered_set<std::string> prepared_;
     std::unique_ptr<char[]> io_buf_;
+    struct IdleWatch;
+    std::shared_ptr<IdleWatch> watch_;
     std::string rbuf_;  // login and pooler queries only
     std::string body_;
 };
