@@ -128,6 +128,10 @@ bool ServerConnection::unwatch() {
         return false;
     }
     stream_.cancel();
+    // The cancelled read's handler still holds this state and runs later on this
+    // worker, perhaps after the connection moved to another one: the next watch gets
+    // a state of its own rather than sharing one across threads.
+    watch_.reset();
     return true;
 }
 
