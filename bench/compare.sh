@@ -3,7 +3,8 @@
 #   bench/compare.sh        pgbench -S and TPC-B, -M simple/extended, 10/100/1000 clients
 #   bench/compare.sh idle   RSS per idle client, 10,000 idle clients
 # Environment: DURATION (15 s per measured run), WARMUP (2 s), CLIENTS ("10 100 1000"),
-# SCALE (10), POOL_SIZE (20), IDLE_CLIENTS (10000), POOLERS ("pgbouncer pgrouter"),
+# SCALE (10), POOL_SIZE (20), IDLE_CLIENTS (10000), IDLE_QUERY (0; 1 = each idle client runs one query first),
+# POOLERS ("pgbouncer pgrouter"),
 # PGROUTER_WORKERS (0 = one per CPU), BENCH_TIMEOUT (whole run, s), BENCH_OUT (copy of the table).
 # See bench/README.md. Every process started here is stopped by pid at exit.
 set -euo pipefail
@@ -312,6 +313,9 @@ if [ "$MODE" = idle ]; then
 # (startup packet -> AuthenticationOk ... ReadyForQuery), hold them, then close.
 import errno, selectors, socket, struct, sys, time
 host, port, n, user, db, status_path, hold = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6], float(sys.argv[7])
+# IDLE_QUERY=1: each client runs one query (SELECT 1) after its login, then idles.
+query = sys.argv[8] == "1" if len(sys.argv) > 8 else False
+qmsg = b"Q" + struct.pack("!I", 4 + 9) + b"SELECT 1\0"
 body = struct.pack("!I", 196608) + b"user\0" + user.encode() + b"\0database\0" + db.encode() + b"\0\0"
 startup = struct.pack("!I", len(body) + 4) + body
 sel = selectors.DefaultSelector()
@@ -361,6 +365,10 @@ while len(ready) + failed < n and time.monotonic() < deadline:
             if t == b"R" and struct.unpack("!I", payload[:4])[0] != 0:
                 fail(s, "auth requested (not trust)"); break
             if t == b"Z":
+                if query and not st.get("queried"):
+                    st["queried"] = True
+                    s.send(qmsg)
+                    continue
                 sel.unregister(s); ready.append(s); inflight -= 1; break
         else:
             st["buf"] = buf
@@ -389,7 +397,7 @@ EOF
     rm -f "$WORK/idle.status"
     log "$p: opening $IDLE_CLIENTS idle clients"
     /usr/bin/python3 "$WORK/idle_clients.py" 127.0.0.1 "${PORT[$p]}" "$IDLE_CLIENTS" postgres bench \
-      "$WORK/idle.status" 8 &
+      "$WORK/idle.status" 8 "${IDLE_QUERY:-0}" &
     BG=$!
     for ((t = 0; t < 1500; t++)); do
       [ -s "$WORK/idle.status" ] && break

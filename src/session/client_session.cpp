@@ -11,8 +11,10 @@
 #include "pgrouter/session/server_connection.hpp"
 #include "pgrouter/stats/counters.hpp"
 
+#include <boost/asio/append.hpp>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
 
@@ -91,9 +93,13 @@ asio::awaitable<void> ClientSession::run() {
     login_buf_.clear();
     login_buf_.shrink_to_fit();
     if (ok) {
-        // Serving goes on in a coroutine of its own, so the login's frame is freed:
-        // an idle client keeps only the serving loop's small frame and its parked read.
-        asio::co_spawn(worker_.ctx(), serve(), SessionDone{self});
+        if (client_.is_tls()) {
+            // Serving goes on in a coroutine of its own, so the login's frame is freed.
+            spawn_serve();
+        } else {
+            // Parked from the start: the first message starts the serving coroutine.
+            start_client_read(big_.data ? big_.data : small_, big_.data ? app::BufferPool::kSize : sizeof small_);
+        }
         co_return;
     }
     co_await finish();
@@ -105,8 +111,53 @@ bool ClientSession::releasable() const {
            !writing_ && pool_mode_ != kSession;
 }
 
+void ClientSession::spawn_serve() {
+    serve_running_ = true;
+    asio::co_spawn(worker_.ctx(), serve(), SessionDone{shared_from_this()});
+}
+
+void ClientSession::start_client_read(char* data, std::size_t cap) {
+    read_buf_ = data;
+    read_cap_ = cap;
+    read_pending_ = true;
+    auto done = [self = shared_from_this()](net::error_code ec, std::size_t n) { self->on_client_read(ec, n); };
+    if (auto* t = client_.tcp_socket())
+        t->async_read_some(asio::buffer(data, cap), std::move(done));
+    else
+        client_.unix_stream_socket()->async_read_some(asio::buffer(data, cap), std::move(done));
+}
+
+void ClientSession::on_client_read(net::error_code ec, std::size_t n) {
+    read_pending_ = false;
+    if (read_taker_) {
+        auto h = std::move(read_taker_);
+        std::move(h)(ec, n);
+        return;
+    }
+    read_done_ = true;
+    read_ec_ = ec;
+    read_n_ = n;
+    if (!serve_running_) spawn_serve();
+}
+
+asio::awaitable<std::tuple<net::error_code, std::size_t>> ClientSession::wait_client_read() {
+    return asio::async_initiate<decltype(token), void(net::error_code, std::size_t)>(
+        [this](auto handler) {
+            // Not operator=: Boost 1.81's move assignment recurses into itself.
+            asio::any_completion_handler<void(net::error_code, std::size_t)>(std::move(handler)).swap(read_taker_);
+        },
+        token);
+}
+
+void ClientSession::park() {
+    if (!read_taker_ || closing_) return;
+    auto h = std::move(read_taker_);
+    asio::post(worker_.ctx(), asio::append(std::move(h), net::error_code(asio::error::would_block), std::size_t{0}));
+}
+
 asio::awaitable<void> ClientSession::serve() {
     auto& rt = worker_.runtime();
+    const bool plain = !client_.is_tls();
     for (;;) {
         if (closing_) break;
         if (rt.suspended.load(std::memory_order_relaxed)) co_await wait_while_suspended();
@@ -117,7 +168,30 @@ asio::awaitable<void> ClientSession::serve() {
         // park it without re-arming epoll.
         char* data = big_.data ? big_.data : small_;
         std::size_t cap = big_.data ? app::BufferPool::kSize : sizeof small_;
-        auto [rec, n] = co_await client_.read_some(asio::buffer(data, cap));
+        net::error_code rec;
+        std::size_t n = 0;
+        if (!plain) {
+            std::tie(rec, n) = co_await client_.read_some(asio::buffer(data, cap));
+        } else {
+            if (!read_done_ && !read_pending_) start_client_read(data, cap);
+            if (!read_done_) {
+                auto [ec, got] = co_await wait_client_read();
+                if (ec == asio::error::would_block && !read_done_) {
+                    // Parked between transactions: the pending read starts serving again.
+                    serve_running_ = false;
+                    co_return;
+                }
+                rec = ec;
+                n = got;
+            }
+            if (read_done_) {
+                read_done_ = false;
+                rec = read_ec_;
+                n = read_n_;
+            }
+            data = read_buf_;
+            cap = read_cap_;
+        }
         if (rec || n == 0 || closing_) break;
         // The chunk's work has a frame of its own, alive only while it runs.
         if (!co_await forward_chunk(data, n, cap)) break;
@@ -409,6 +483,7 @@ asio::awaitable<void> ClientSession::release_server() {
     if (max_prepared > 0 && static_cast<int>(s->prepared().size()) > max_prepared) s->mark_broken();
     pool_->release(worker_, std::move(s));
     if (worker_.runtime().shutting_down.load()) kill(sqlstate::admin_shutdown, "pgrouter is shutting down");
+    park();  // between transactions: the serving coroutine, waiting on the client, can end
 }
 
 asio::awaitable<void> ClientSession::finish() {

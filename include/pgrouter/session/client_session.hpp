@@ -10,6 +10,7 @@
 #include "pgrouter/protocol/scanner.hpp"
 #include "pgrouter/session/params.hpp"
 
+#include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/steady_timer.hpp>
 
@@ -20,6 +21,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <tuple>
 
 namespace pgrouter::app {
 class Worker;
@@ -95,6 +97,16 @@ private:
     asio::awaitable<bool> read_auth_message(std::string& body, Clock::time_point deadline);
     asio::awaitable<bool> auth_password_exchange(int method, Clock::time_point deadline);
     asio::awaitable<void> serve();
+    // Client reads on plain sockets are callback reads that outlive the serving
+    // coroutine: between transactions the coroutine ends ("parks") and the pending
+    // read's completion starts it again, so an idle client holds no coroutine frame.
+    // TLS clients keep the coroutine's own read and never park.
+    void start_client_read(char* data, std::size_t cap);
+    void on_client_read(net::error_code ec, std::size_t n);
+    asio::awaitable<std::tuple<net::error_code, std::size_t>> wait_client_read();
+    // Ends a serving coroutine waiting on the client between transactions.
+    void park();
+    void spawn_serve();
     asio::awaitable<bool> forward_chunk(char* data, std::size_t n, std::size_t cap);
     asio::awaitable<bool> link();
     asio::awaitable<void> wait_while_suspended();
@@ -139,6 +151,13 @@ private:
     // Client read buffers: a few bytes of our own, a worker buffer while data flows.
     char small_[256];
     app::BufferPool::Lease big_;
+    // The client read (plain sockets): where it reads, its result when it finished
+    // while nobody waited, and the serving coroutine waiting for it.
+    char* read_buf_ = nullptr;
+    std::size_t read_cap_ = 0, read_n_ = 0;
+    net::error_code read_ec_;
+    bool read_pending_ = false, read_done_ = false, serve_running_ = false;
+    asio::any_completion_handler<void(net::error_code, std::size_t)> read_taker_;
     // Serving state
     std::unique_ptr<ServerConnection> server_;
     protocol::FrontendScanner fscan_;
