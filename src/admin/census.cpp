@@ -68,7 +68,9 @@ std::string tls_text(session::ServerConnection& s) {
 
 std::optional<std::string> param(session::ServerConnection& s, std::string_view name) {
     auto i = session::tracked_index(name);
-    return i ? s.params().values[*i] : std::nullopt;
+    if (!i) return std::nullopt;
+    auto v = s.params().get(*i);
+    return v ? std::optional<std::string>(std::string(*v)) : std::nullopt;
 }
 
 ServerRow describe(session::ServerConnection& s, const pool::Pool& p, int unix_port) {

@@ -15,21 +15,31 @@ std::optional<std::size_t> tracked_index(std::string_view name) {
     return std::nullopt;
 }
 
-bool ParamSet::set(std::string_view name, std::string v) {
+void ParamSet::set(std::size_t i, std::string_view v) {
+    std::uint32_t b = i ? end_[i - 1] : 0;
+    std::uint32_t old_len = end_[i] - b;
+    blob_.replace(b, old_len, v);
+    auto delta = static_cast<std::int64_t>(v.size()) - static_cast<std::int64_t>(old_len);
+    for (std::size_t j = i; j < end_.size(); ++j) end_[j] = static_cast<std::uint32_t>(end_[j] + delta);
+    present_ = static_cast<std::uint8_t>(present_ | (1u << i));
+}
+
+bool ParamSet::set(std::string_view name, std::string_view v) {
     auto i = tracked_index(name);
     if (!i) return false;
-    values[*i] = std::move(v);
+    set(*i, v);
     return true;
 }
 
 std::string build_sync_sql(const ParamSet& want, const ParamSet& have) {
     std::string sql;
     for (std::size_t i = 0; i < kTrackedParams.size(); ++i) {
-        if (!want.values[i] || want.values[i] == have.values[i]) continue;
+        auto w = want.get(i);
+        if (!w || w == have.get(i)) continue;
         sql += "SET ";
         sql += kTrackedParams[i];
         sql += " = ";
-        sql += protocol::quote_literal(*want.values[i]);
+        sql += protocol::quote_literal(*w);
         sql += ";";
     }
     return sql;

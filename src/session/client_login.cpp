@@ -348,7 +348,7 @@ asio::awaitable<bool> ClientSession::auth_password_exchange(int method, Clock::t
     out.clear();
     proto::write_auth_sasl_final(out, *final_msg);
     co_await send(out);
-    if (cred->kind == auth::SecretKind::scram) scram_keys_ = std::make_pair(scram->client_key(), scram->secret().server_key);
+    if (cred->kind == auth::SecretKind::scram) scram_keys_ = std::make_unique<std::pair<auth::Bytes, auth::Bytes>>(scram->client_key(), scram->secret().server_key);
     co_return true;
 }
 
@@ -366,8 +366,10 @@ std::shared_ptr<pool::Pool> ClientSession::pool_for(const config::DatabaseConfig
                                                     const std::string& backend) {
     auto& rt = worker_.runtime();
     std::optional<auth::Credential> queried;
-    if (auto q = auth_query_creds_.find(db.user.empty() ? user : db.user); q != auth_query_creds_.end())
-        queried = q->second;
+    if (auth_query_creds_) {
+        if (auto q = auth_query_creds_->find(db.user.empty() ? user : db.user); q != auth_query_creds_->end())
+            queried = q->second;
+    }
     auto p = rt.pools->get_or_create(
         db.name, user, [&](pool::Pool& pool) { pool::apply_config(pool, *snap_, db, queried); }, backend);
     // auth_query found a (possibly changed) secret: servers must log in with it.
@@ -403,7 +405,10 @@ asio::awaitable<std::optional<auth::Credential>> ClientSession::lookup_auth_quer
         p->release(worker_, std::move(res.server));
     else
         p->discard(worker_, std::move(res.server));
-    if (cred) auth_query_creds_[user_] = *cred;
+    if (cred) {
+        if (!auth_query_creds_) auth_query_creds_ = std::make_unique<std::map<std::string, auth::Credential>>();
+        (*auth_query_creds_)[user_] = *cred;
+    }
     co_return cred;
 }
 
@@ -535,7 +540,7 @@ asio::awaitable<bool> ClientSession::attach(Clock::time_point deadline) {
     auto welcome = pool_->welcome().value_or(std::vector<std::pair<std::string, std::string>>{});
     // Parameters the client did not set take the server's login values.
     for (auto& [k, v] : welcome)
-        if (auto i = tracked_index(k); i && !client_params_.values[*i]) client_params_.values[*i] = v;
+        if (auto i = tracked_index(k); i && !client_params_.has(*i)) client_params_.set(*i, v);
 
     std::string out;
     proto::write_auth_ok(out);
@@ -543,13 +548,14 @@ asio::awaitable<bool> ClientSession::attach(Clock::time_point deadline) {
         proto::write_negotiate_protocol_version(out, 0, unrecognized_options_);
     for (auto& [k, v] : welcome) {
         auto i = tracked_index(k);
-        proto::write_parameter_status(out, k, i && client_params_.values[*i] ? *client_params_.values[*i] : v);
+        auto mine = i ? client_params_.get(*i) : std::nullopt;
+        proto::write_parameter_status(out, k, mine ? *mine : std::string_view(v));
     }
     for (std::size_t i = 0; i < kTrackedParams.size(); ++i) {
         bool in_welcome = std::any_of(welcome.begin(), welcome.end(),
                                       [&](auto& kv) { return tracked_index(kv.first) == i; });
-        if (!in_welcome && client_params_.values[i])
-            proto::write_parameter_status(out, kTrackedParams[i], *client_params_.values[i]);
+        if (!in_welcome && client_params_.has(i))
+            proto::write_parameter_status(out, kTrackedParams[i], *client_params_.get(i));
     }
     auto key = auth::random_bytes(4);
     std::memcpy(&cancel_key_, key.data(), 4);

@@ -27,7 +27,7 @@ constexpr int kSession = 0, kStatement = 2;
 }  // namespace
 
 ClientSession::ClientSession(app::Worker& w, net::Stream s, std::uint64_t id)
-    : worker_(w), client_(std::move(s)), id_(id), pump_done_(w.ctx()) {
+    : worker_(w), client_(std::move(s)), id_(id) {
     last_activity_ = Clock::now();
     peer_ = client_.peer_address();
 }
@@ -74,7 +74,7 @@ asio::awaitable<void> ClientSession::fail(std::string_view state, std::string me
 }
 
 void ClientSession::kill(std::string_view state, std::string message) {
-    if (!kill_reason_) kill_reason_ = std::make_pair(std::string(state), std::move(message));
+    if (!kill_reason_) kill_reason_ = std::make_unique<std::pair<std::string, std::string>>(std::string(state), std::move(message));
     closing_ = true;
     client_.cancel();
     if (server_) server_->stream().cancel();
@@ -383,7 +383,7 @@ asio::awaitable<void> ClientSession::pump() {
         ClientSession* s;
         ~Done() {
             s->pump_running_ = false;
-            s->pump_done_.cancel();
+            if (s->pump_done_) s->pump_done_->cancel();
         }
     } done{this};
     auto& rt = worker_.runtime();
@@ -492,8 +492,9 @@ asio::awaitable<void> ClientSession::finish() {
         if (server_) server_->stream().cancel();
         client_.cancel();  // a pump blocked writing to a client that stopped reading
         while (pump_running_) {
-            pump_done_.expires_after(std::chrono::seconds(30));
-            co_await pump_done_.async_wait(token);
+            if (!pump_done_) pump_done_ = std::make_unique<asio::steady_timer>(worker_.ctx());
+            pump_done_->expires_after(std::chrono::seconds(30));
+            co_await pump_done_->async_wait(token);
         }
     }
     if (server_) {
@@ -553,27 +554,30 @@ void ClientSession::rewrite_statements(const char* chunk, const protocol::Fronte
             out.append(*renamed);
             expect_.push_back({seq, '1', false});
             on_server.insert(*global);
-            statements_[name] = Statement{*global, std::move(*renamed)};
+            if (!statements_) statements_ = std::make_unique<std::unordered_map<std::string, Statement>>();
+            (*statements_)[name] = Statement{*global, std::move(*renamed)};
             continue;
         }
-        auto st = statements_.find(name);
-        if (st == statements_.end()) {  // unknown to us: the server answers as PostgreSQL would
+        Statement* known = nullptr;
+        if (statements_)
+            if (auto it = statements_->find(name); it != statements_->end()) known = &it->second;
+        if (!known) {  // unknown to us: the server answers as PostgreSQL would
             out.append(m);
             continue;
         }
         if (ref->type == 'C') {
             // The server statement may serve other clients: close a name that does
             // not exist instead, which still answers CloseComplete.
-            statements_.erase(st);
+            statements_->erase(name);
             protocol::write_close_statement(out, "PGR_closed");
             continue;
         }
-        if (!on_server.count(st->second.global)) {
-            out.append(st->second.parse);
+        if (!on_server.count(known->global)) {
+            out.append(known->parse);
             expect_.push_back({seq, '1', true});
-            on_server.insert(st->second.global);
+            on_server.insert(known->global);
         }
-        if (auto renamed = protocol::rename_statement(m, st->second.global)) out.append(*renamed);
+        if (auto renamed = protocol::rename_statement(m, known->global)) out.append(*renamed);
     }
 }
 
@@ -607,8 +611,8 @@ ClientSession::Info ClientSession::info() const {
     i.user = user_;
     i.database = database_;
     i.peer = peer_;
-    if (auto k = tracked_index("application_name"); k && client_params_.values[*k])
-        i.application_name = *client_params_.values[*k];
+    if (auto k = tracked_index("application_name"); k && client_params_.has(*k))
+        i.application_name = std::string(*client_params_.get(*k));
     i.state = !logged_in_ ? "login" : waiting_ ? "waiting" : server_ ? "active" : "idle";
     i.connect_time = connect_time_;
     i.request_time = request_time_;

@@ -42,7 +42,8 @@ class Probe:
         self.lines = []  # (monotonic time seen, kind, text)
         self.cond = threading.Condition()
         self.stderr = []
-        threading.Thread(target=self._read, daemon=True).start()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
         threading.Thread(target=self._read_err, daemon=True).start()
 
     def _read(self):
@@ -91,6 +92,8 @@ class Probe:
                 self.proc.kill()
                 self.proc.wait(5)
                 raise AssertionError("discovery_probe did not stop within 5 s of stop()")
+        # The process has exited; its last lines may still be on their way through the reader.
+        self.reader.join(5)
         with self.cond:
             assert self.lines and self.lines[-1][1] == "stopped", self.lines[-3:]
         assert self.proc.returncode == 0

@@ -34,5 +34,34 @@ TEST(Params, SetsOnlyWhatDiffersWithQuoting) {
     EXPECT_FALSE(want.set("search_path", "x"));  // not tracked
 }
 
+TEST(Params, ValuesKeepTheirPlaceWhenOthersChange) {
+    ParamSet p;
+    EXPECT_FALSE(p.get(0));
+    p.set("TimeZone", "UTC");
+    p.set("client_encoding", "UTF8");
+    p.set("application_name", "");
+    p.set("default_transaction_read_only", "off");
+    EXPECT_EQ(p.get(*tracked_index("TimeZone")), "UTC");
+    // Longer, then shorter, then empty values in the middle move the ones after them.
+    p.set("DateStyle", "ISO, MDY");
+    p.set("TimeZone", "America/Argentina/Buenos_Aires");
+    EXPECT_EQ(p.get(*tracked_index("DateStyle")), "ISO, MDY");
+    p.set("DateStyle", "ISO");
+    p.set("TimeZone", "");
+    EXPECT_EQ(p.get(*tracked_index("client_encoding")), "UTF8");
+    EXPECT_EQ(p.get(*tracked_index("DateStyle")), "ISO");
+    EXPECT_EQ(p.get(*tracked_index("TimeZone")), "");
+    EXPECT_TRUE(p.has(*tracked_index("application_name")));
+    EXPECT_EQ(p.get(*tracked_index("application_name")), "");
+    EXPECT_EQ(p.get(*tracked_index("default_transaction_read_only")), "off");
+    EXPECT_FALSE(p.get(*tracked_index("IntervalStyle")));
+    EXPECT_FALSE(p.get(*tracked_index("standard_conforming_strings")));
+    // An empty value is a value: it differs from an unset one.
+    ParamSet unset;
+    EXPECT_EQ(build_sync_sql(p, unset),
+              "SET client_encoding = 'UTF8';SET DateStyle = 'ISO';SET TimeZone = '';"
+              "SET application_name = '';SET default_transaction_read_only = 'off';");
+}
+
 }  // namespace
 }  // namespace pgrouter::session

@@ -135,7 +135,8 @@ private:
     std::vector<std::string> unrecognized_options_;
     std::uint32_t requested_minor_ = 0;
     bool read_only_intent_ = false;
-    std::optional<std::pair<std::vector<std::uint8_t>, std::vector<std::uint8_t>>> scram_keys_;
+    // Rarely set, so kept out of line: every idle client pays for what is inline.
+    std::unique_ptr<std::pair<std::vector<std::uint8_t>, std::vector<std::uint8_t>>> scram_keys_;
     ParamSet client_params_;
     std::shared_ptr<pool::Pool> pool_;
     std::shared_ptr<routing::Cluster> cluster_;   // set for databases that name a cluster
@@ -146,7 +147,7 @@ private:
     bool prerouted_ = false;                      // pool_ already chosen (at login) for the next link
     int pool_mode_ = 1;  // config::PoolMode as int: 0 session, 1 transaction, 2 statement
     bool registered_cancel_ = false;
-    std::map<std::string, auth::Credential> auth_query_creds_;  // found by auth_query, for the server login
+    std::unique_ptr<std::map<std::string, auth::Credential>> auth_query_creds_;  // found by auth_query, for the server login
 
     // Client read buffers: a few bytes of our own, a worker buffer while data flows.
     char small_[256];
@@ -168,14 +169,14 @@ private:
     bool pump_running_ = false;
     bool stop_pump_ = false;
     bool client_broken_ = false;  // a write to the client failed or was cut
-    asio::steady_timer pump_done_;
+    std::unique_ptr<asio::steady_timer> pump_done_;  // made when finish() waits for the pump
     bool closing_ = false;
-    std::optional<std::pair<std::string, std::string>> kill_reason_;
+    std::unique_ptr<std::pair<std::string, std::string>> kill_reason_;
     struct Statement {
         std::string global;     // the pooler-wide name on servers
         std::string parse;      // the client's Parse, renamed to `global`
     };
-    std::unordered_map<std::string, Statement> statements_;  // client name -> statement
+    std::unique_ptr<std::unordered_map<std::string, Statement>> statements_;  // client name -> statement (made on first use)
     struct Expect {
         int seq;     // the sync point this response belongs to
         char type;   // '1' ParseComplete or '3' CloseComplete
