@@ -185,6 +185,27 @@ consul_wait = {args.consul_wait}
 """
 
 
+def wait_first_write(dsn, table, timeout, what):
+    """Ready: one INSERT through `dsn` (discovery answered, a primary is known);
+    RuntimeError naming `what` and the last error when none succeeds within `timeout`."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        try:
+            _HARD_END["t"] = time.monotonic() + 5
+            c = psycopg2.connect(dsn)
+            c.autocommit = True
+            with c.cursor() as cur:
+                cur.execute(f"INSERT INTO {table} (writer, seq, port) VALUES (-1, 0, inet_server_port())")
+            c.close()
+            return
+        except psycopg2.Error as e:
+            last = error_key(e) + ": " + str(e).strip()[:200]
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no write through {what} within {timeout:.0f}s (last error: {last})")
+            time.sleep(0.2)
+
+
 def write_pgrouter_config(work, port, args, discovery, seed=""):
     """pgrouter in front of cluster "main" (transaction pooling, trust, route = primary);
     `discovery` is the body of [clusters.main.discovery], `seed` optional lines of
@@ -338,24 +359,7 @@ def main():
                 n = current["node"]
                 return f"host={n.host} port={n.port} dbname={DBNAME} user=postgres application_name=failover-bench"
 
-        # Ready: one write through the target (discovery answered, a primary is known).
-        deadline = time.monotonic() + args.ready_timeout
-        last = None
-        while True:
-            try:
-                _HARD_END["t"] = time.monotonic() + 5
-                c = psycopg2.connect(dsn_for())
-                c.autocommit = True
-                with c.cursor() as cur:
-                    cur.execute(f"INSERT INTO {TABLE} (writer, seq, port) VALUES (-1, 0, inet_server_port())")
-                c.close()
-                break
-            except psycopg2.Error as e:
-                last = error_key(e) + ": " + str(e).strip()[:200]
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"no write through {args.target} within {args.ready_timeout:.0f}s "
-                                       f"(last error: {last})")
-                time.sleep(0.2)
+        wait_first_write(dsn_for(), TABLE, args.ready_timeout, args.target)
         log(f"ready after {time.monotonic() - t_setup:.1f} s; {args.clients} writers for {args.duration:.0f} s, "
             f"primary {old.name} stopped ({args.stop_mode}) at {args.fail_at:.1f} s")
 

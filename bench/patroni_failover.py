@@ -75,20 +75,7 @@ def main():
         def dsn_for():
             return f"host=127.0.0.1 port={port} dbname={fd.CLIENT_DB} user=postgres application_name=patroni-bench"
 
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                fd._HARD_END["t"] = time.monotonic() + 5
-                c = psycopg2.connect(dsn_for())
-                c.autocommit = True
-                with c.cursor() as cur:
-                    cur.execute(f"INSERT INTO {TABLE} (writer, seq, port) VALUES (-1, 0, inet_server_port())")
-                c.close()
-                break
-            except psycopg2.Error as e:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"no write through pgrouter: {e}")
-                time.sleep(0.2)
+        fd.wait_first_write(dsn_for(), TABLE, 30, "pgrouter")
 
         t0 = time.monotonic()
         end = t0 + args.duration
