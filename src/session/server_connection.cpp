@@ -16,6 +16,8 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <openssl/x509v3.h>
+
+#include <cassert>
 #include <spdlog/spdlog.h>
 
 namespace pgrouter::session {
@@ -137,6 +139,7 @@ bool ServerConnection::unwatch() {
 
 asio::awaitable<std::tuple<net::error_code, std::size_t>> ServerConnection::read_some(asio::mutable_buffer buf) {
     if (!watch_ || !watch_->armed) return stream_.read_some(buf);
+    assert(buf.data() == io_buf_.get() && buf.size() == kIoBuffer);  // where the pending read reads
     watch_->armed = false;  // the pending read is the caller's now
     return asio::async_initiate<decltype(token), void(net::error_code, std::size_t)>(
         [w = watch_](auto handler) {
