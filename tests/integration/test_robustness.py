@@ -227,3 +227,30 @@ def test_server_closed_while_idle_leaves_the_pool_without_a_client(pgrouter, pg)
     while p.admin("SHOW SERVERS"):
         assert time.monotonic() < end, "the closed server is still listed"
         time.sleep(0.1)
+
+
+def test_transactions_over_the_unix_socket(pgrouter, table):
+    """Clients on pgrouter's unix socket take turns on one server: each transaction
+    ends with the client's session parked until its next message, and nothing of one
+    client's transaction is seen by another."""
+    p = pgrouter({"default_pool_size": 1, "workers": 1})
+    clients = [p.connect(host=str(p.dir), autocommit=False) for _ in range(3)]
+    try:
+        on_unix = [r for r in p.admin("SHOW CLIENTS") if "unix" in r]
+        assert len(on_unix) >= 3, p.admin("SHOW CLIENTS")
+        for rnd in range(5):
+            for i, c in enumerate(clients):
+                with c.cursor() as cur:
+                    cur.execute(f"INSERT INTO {table} VALUES (%s)", (rnd * 10 + i,))
+                    cur.execute(f"SELECT count(*) FROM {table}")
+                    assert cur.fetchone()[0] == rnd * 3 + i + 1
+                c.commit()
+            time.sleep(0.05)  # every client idle (parked) at once
+        with clients[0].cursor() as cur:
+            cur.execute(f"SELECT sum(id) FROM {table}")
+            assert cur.fetchone()[0] == sum(r * 10 + i for r in range(5) for i in range(3))
+        clients[0].commit()
+    finally:
+        for c in clients:
+            c.close()
+    assert_clean_server(p, None)
