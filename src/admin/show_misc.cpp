@@ -7,6 +7,7 @@
 #include "pgrouter/session/server_connection.hpp"
 #include "pgrouter/version.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <set>
 
@@ -87,6 +88,11 @@ asio::awaitable<void> show_mem(Context& ctx, const Command& cmd) {
         rs.add({cell(name), cell(static_cast<int>(size)), cell(used), cell(0), cell(static_cast<int>(size) * used)});
     };
     row("client_cache", sizeof(session::ClientSession), static_cast<int>(census.clients.size()));
+    // Serving state (read buffer, scanners) of clients that are active or were in the
+    // last second; clients idle longer give theirs back.
+    int active = static_cast<int>(std::count_if(census.clients.begin(), census.clients.end(),
+                                                 [](auto& c) { return c.info.active_state; }));
+    row("client_active_cache", session::ClientSession::active_state_size(), active);
     row("server_cache", sizeof(session::ServerConnection), servers);
     row("pool_cache", sizeof(pool::Pool), static_cast<int>(pools.size()));
     rs.write(ctx.out);

@@ -65,7 +65,7 @@ struct App::Impl {
 
     asio::awaitable<void> accept_tcp(Worker& w, tcp::acceptor& acc) {
         for (;;) {
-            auto [ec, sock] = co_await acc.async_accept(token);
+            auto [ec, sock] = co_await acc.async_accept(w.ctx(), token);
             if (ec == asio::error::operation_aborted || rt.shutting_down.load()) co_return;
             if (ec) {
                 spdlog::warn("accept failed: {}", ec.message());
@@ -80,7 +80,7 @@ struct App::Impl {
     asio::awaitable<void> accept_unix(Worker& w, unix_proto::acceptor& acc) {
         std::size_t next = 0;
         for (;;) {
-            auto [ec, sock] = co_await acc.async_accept(token);
+            auto [ec, sock] = co_await acc.async_accept(w.ctx(), token);
             if (ec == asio::error::operation_aborted || rt.shutting_down.load()) co_return;
             if (ec) {
                 asio::steady_timer t(w.ctx(), std::chrono::milliseconds(100));

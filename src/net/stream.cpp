@@ -13,9 +13,9 @@ namespace {
 constexpr auto token = asio::as_tuple(asio::use_awaitable);
 }
 
-Stream::Stream(tcp::socket s) : s_(std::move(s)) {
+Stream::Stream(tcp_socket s) : s_(std::move(s)) {
     error_code ec;
-    auto& sock = std::get<tcp::socket>(s_);
+    auto& sock = std::get<tcp_socket>(s_);
     sock.non_blocking(true, ec);
     sock.set_option(tcp::no_delay(true), ec);
 }
@@ -28,7 +28,7 @@ Stream::Stream(unix_socket s) : s_(std::move(s)) {
 asio::awaitable<error_code> Stream::tls_handshake(asio::ssl::context& ctx,
                                                   asio::ssl::stream_base::handshake_type type,
                                                   const std::string& sni) {
-    auto* sock = std::get_if<tcp::socket>(&s_);
+    auto* sock = std::get_if<tcp_socket>(&s_);
     if (!sock) co_return asio::error::operation_not_supported;
     auto tls = std::make_unique<ssl_stream>(std::move(*sock), ctx);
     if (!sni.empty() && type == asio::ssl::stream_base::client)
@@ -39,14 +39,14 @@ asio::awaitable<error_code> Stream::tls_handshake(asio::ssl::context& ctx,
 }
 
 asio::awaitable<std::tuple<error_code, std::size_t>> Stream::read_some(asio::mutable_buffer buf) {
-    if (auto* s = std::get_if<tcp::socket>(&s_)) return s->async_read_some(buf, token);
+    if (auto* s = std::get_if<tcp_socket>(&s_)) return s->async_read_some(buf, token);
     if (auto* u = std::get_if<unix_socket>(&s_)) return u->async_read_some(buf, token);
     return std::get<std::unique_ptr<ssl_stream>>(s_)->async_read_some(buf, token);
 }
 
 asio::awaitable<error_code> Stream::write_all(asio::const_buffer buf) {
     error_code ec;
-    if (auto* s = std::get_if<tcp::socket>(&s_)) {
+    if (auto* s = std::get_if<tcp_socket>(&s_)) {
         // Most writes fit in the socket buffer: one syscall, no suspension.
         std::size_t done = s->write_some(buf, ec);
         if (!ec && done == buf.size()) co_return ec;
@@ -70,7 +70,7 @@ asio::awaitable<error_code> Stream::write_all(asio::const_buffer buf) {
 }
 
 std::size_t Stream::try_write(asio::const_buffer buf, error_code& ec) {
-    if (auto* s = std::get_if<tcp::socket>(&s_)) return s->write_some(buf, ec);
+    if (auto* s = std::get_if<tcp_socket>(&s_)) return s->write_some(buf, ec);
     if (auto* u = std::get_if<unix_socket>(&s_)) return u->write_some(buf, ec);
     ec = asio::error::operation_not_supported;  // TLS needs the async machinery
     return 0;
@@ -123,12 +123,12 @@ int Stream::native_handle() {
 
 bool Stream::rebind(asio::io_context& ctx) {
     error_code ec;
-    if (auto* s = std::get_if<tcp::socket>(&s_)) {
+    if (auto* s = std::get_if<tcp_socket>(&s_)) {
         auto proto = s->local_endpoint(ec).protocol();
         if (ec) return false;
         int fd = s->release(ec);
         if (ec) return false;
-        tcp::socket moved(ctx, proto, fd);
+        tcp_socket moved(ctx, proto, fd);
         moved.non_blocking(true, ec);
         s_ = std::move(moved);
         return true;
@@ -146,7 +146,7 @@ bool Stream::rebind(asio::io_context& ctx) {
 
 std::string Stream::peer_ip() const {
     error_code ec;
-    const tcp::socket* s = std::get_if<tcp::socket>(&s_);
+    const tcp_socket* s = std::get_if<tcp_socket>(&s_);
     if (!s) {
         if (auto* t = std::get_if<std::unique_ptr<ssl_stream>>(&s_)) s = &(*t)->next_layer();
     }
@@ -160,7 +160,7 @@ std::string Stream::peer_ip() const {
 
 std::string Stream::peer_address() const {
     error_code ec;
-    const tcp::socket* s = std::get_if<tcp::socket>(&s_);
+    const tcp_socket* s = std::get_if<tcp_socket>(&s_);
     if (!s) {
         if (auto* t = std::get_if<std::unique_ptr<ssl_stream>>(&s_)) s = &(*t)->next_layer();
     }

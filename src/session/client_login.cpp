@@ -93,16 +93,16 @@ bool truthy(std::string_view v) {
 asio::awaitable<bool> ClientSession::read_startup(Clock::time_point deadline) {
     auto& rt = worker_.runtime();
     for (;;) {
-        auto r = proto::decode_startup(proto::as_bytes(login_buf_));
+        auto r = proto::decode_startup(proto::as_bytes(login_->buf));
         if (r.status == proto::Decode::need_more) {
-            if (!co_await read_more(client_, login_buf_, deadline)) co_return false;
+            if (!co_await read_more(client_, login_->buf, deadline)) co_return false;
             continue;
         }
         if (r.status == proto::Decode::error) {
             co_await fail(sqlstate::protocol_violation, r.error);
             co_return false;
         }
-        login_buf_.erase(0, r.consumed);
+        login_->buf.erase(0, r.consumed);
         auto& p = r.packet;
         using Kind = proto::StartupPacket::Kind;
         if (p.kind == Kind::cancel_request) {
@@ -114,7 +114,7 @@ asio::awaitable<bool> ClientSession::read_startup(Clock::time_point deadline) {
             continue;
         }
         if (p.kind == Kind::ssl_request) {
-            if (!login_buf_.empty()) {  // data after SSLRequest before our answer: a protocol violation
+            if (!login_->buf.empty()) {  // data after SSLRequest before our answer: a protocol violation
                 co_await fail(sqlstate::protocol_violation, "unexpected data after SSLRequest");
                 co_return false;
             }
@@ -144,25 +144,25 @@ asio::awaitable<bool> ClientSession::read_startup(Clock::time_point deadline) {
                               ": server supports 3.0 to 3.0");
             co_return false;
         }
-        requested_minor_ = minor;
-        startup_params_ = std::move(p.params);
+        login_->requested_minor = minor;
+        login_->startup_params = std::move(p.params);
         co_return true;
     }
 }
 
 asio::awaitable<bool> ClientSession::read_auth_message(std::string& body, Clock::time_point deadline) {
     for (;;) {
-        auto h = proto::decode_frontend_header(proto::as_bytes(login_buf_));
+        auto h = proto::decode_frontend_header(proto::as_bytes(login_->buf));
         if (h.status == proto::Decode::error || (h.status == proto::Decode::ok && h.header.type != 'p')) {
             co_await fail(sqlstate::protocol_violation, "expected a password message");
             co_return false;
         }
-        if (h.status == proto::Decode::ok && login_buf_.size() >= h.header.total()) {
-            body.assign(login_buf_, 5, h.header.body_size());
-            login_buf_.erase(0, h.header.total());
+        if (h.status == proto::Decode::ok && login_->buf.size() >= h.header.total()) {
+            body.assign(login_->buf, 5, h.header.body_size());
+            login_->buf.erase(0, h.header.total());
             co_return true;
         }
-        if (!co_await read_more(client_, login_buf_, deadline)) co_return false;
+        if (!co_await read_more(client_, login_->buf, deadline)) co_return false;
     }
 }
 
@@ -170,13 +170,13 @@ asio::awaitable<bool> ClientSession::authenticate(Clock::time_point deadline) {
     auto& cfg = *snap_->config;
     auto& st = cfg.settings;
     const auto& ignore = st.ignore_startup_parameters;
-    for (auto& [k, v] : startup_params_) {
+    for (auto& [k, v] : login_->startup_params) {
         if (k == "user") {
             user_ = v;
         } else if (k == "database") {
             database_ = v;
         } else if (k.rfind("_pq_.", 0) == 0) {
-            unrecognized_options_.push_back(k);
+            login_->unrecognized_options.push_back(k);
         } else if (k == "options") {
             auto opts = parse_options(v);
             bool ignored = std::find(ignore.begin(), ignore.end(), "options") != ignore.end();
@@ -201,7 +201,7 @@ asio::awaitable<bool> ClientSession::authenticate(Clock::time_point deadline) {
             co_return false;
         }
     }
-    startup_params_ = {};  // parsed: give the memory back (idle clients are many)
+    std::vector<std::pair<std::string, std::string>>().swap(login_->startup_params);  // parsed: give the memory back
     if (user_.empty()) {
         co_await fail(sqlstate::invalid_authorization, "no PostgreSQL user name specified in startup packet");
         co_return false;
@@ -483,7 +483,7 @@ asio::awaitable<bool> ClientSession::attach(Clock::time_point deadline) {
         logged_in_ = true;
         co_await admin::run_console(worker_, client_,
                                     admin::ConsoleClient{id_, cancel_key_, user_, database_, full},
-                                    std::move(login_buf_));
+                                    std::move(login_->buf));
         co_return false;
     }
     auto db = resolve_database(cfg, database_);
@@ -517,8 +517,11 @@ asio::awaitable<bool> ClientSession::attach(Clock::time_point deadline) {
     }
     // Named prepared statements survive server changes only if we rename them.
     bool track = pool_mode_ != static_cast<int>(config::PoolMode::session) && st.max_prepared_statements > 0;
-    fscan_.set_capture(track);
-    bscan_.set_watch(track);
+    track_ = track;
+    if (act_) {
+        act_->fscan.set_capture(track);
+        act_->bscan.set_watch(track);
+    }
     if (scram_keys_) pool_->set_scram_keys(scram_keys_->first, scram_keys_->second);
 
     if (rt.client_count.load() > st.max_client_conn) {
@@ -544,8 +547,8 @@ asio::awaitable<bool> ClientSession::attach(Clock::time_point deadline) {
 
     std::string out;
     proto::write_auth_ok(out);
-    if (requested_minor_ > 0 || !unrecognized_options_.empty())
-        proto::write_negotiate_protocol_version(out, 0, unrecognized_options_);
+    if (login_->requested_minor > 0 || !login_->unrecognized_options.empty())
+        proto::write_negotiate_protocol_version(out, 0, login_->unrecognized_options);
     for (auto& [k, v] : welcome) {
         auto i = tracked_index(k);
         auto mine = i ? client_params_.get(*i) : std::nullopt;

@@ -13,6 +13,7 @@
 
 #include <boost/asio/append.hpp>
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_allocator.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -24,6 +25,20 @@ namespace {
 constexpr auto token = asio::as_tuple(asio::use_awaitable);
 Clock::duration secs(double s) { return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s)); }
 constexpr int kSession = 0, kStatement = 2;
+
+// Plain operator new/delete for an operation's memory. (Asio treats an associated
+// std::allocator<void> as "no allocator" and recycles anyway.)
+template <class T>
+struct HeapAllocator {
+    using value_type = T;
+    HeapAllocator() = default;
+    template <class U>
+    HeapAllocator(const HeapAllocator<U>&) noexcept {}
+    T* allocate(std::size_t n) { return static_cast<T*>(::operator new(n * sizeof(T))); }
+    void deallocate(T* p, std::size_t) noexcept { ::operator delete(p); }
+    template <class U>
+    bool operator==(const HeapAllocator<U>&) const noexcept { return true; }
+};
 }  // namespace
 
 ClientSession::ClientSession(app::Worker& w, net::Stream s, std::uint64_t id)
@@ -87,18 +102,18 @@ asio::awaitable<void> ClientSession::run() {
     auto deadline = Clock::now() + secs(snap->config->settings.client_login_timeout > 0
                                             ? snap->config->settings.client_login_timeout
                                             : 24 * 3600.0);
+    login_ = std::make_unique<Login>();
     bool ok = co_await read_startup(deadline);
     if (ok) ok = co_await authenticate(deadline);
     if (ok) ok = co_await attach(deadline);
-    login_buf_.clear();
-    login_buf_.shrink_to_fit();
+    login_.reset();
     if (ok) {
         if (client_.is_tls()) {
             // Serving goes on in a coroutine of its own, so the login's frame is freed.
             spawn_serve();
         } else {
-            // Parked from the start: the first message starts the serving coroutine.
-            start_client_read(big_.data ? big_.data : small_, big_.data ? app::BufferPool::kSize : sizeof small_);
+            // Parked from the start, with no buffer: the first message starts serving.
+            start_client_wait();
         }
         co_return;
     }
@@ -107,7 +122,7 @@ asio::awaitable<void> ClientSession::run() {
 }
 
 bool ClientSession::releasable() const {
-    return server_ && pending_ == 0 && !fscan_.partial() && !fscan_.unsynced() && txn_status_ == 'I' &&
+    return server_ && pending_ == 0 && !act_->fscan.partial() && !act_->fscan.unsynced() && txn_status_ == 'I' &&
            !writing_ && pool_mode_ != kSession;
 }
 
@@ -121,14 +136,76 @@ void ClientSession::start_client_read(char* data, std::size_t cap) {
     read_cap_ = cap;
     read_pending_ = true;
     auto done = [self = shared_from_this()](net::error_code ec, std::size_t n) { self->on_client_read(ec, n); };
-    if (auto* t = client_.tcp_socket())
+    if (auto* t = client_.tcp_stream_socket())
         t->async_read_some(asio::buffer(data, cap), std::move(done));
     else
         client_.unix_stream_socket()->async_read_some(asio::buffer(data, cap), std::move(done));
 }
 
+ClientSession::Active& ClientSession::active() {
+    if (!act_) {
+        act_ = std::make_unique<Active>();
+        act_->fscan.set_capture(track_);
+        act_->bscan.set_watch(track_);
+    }
+    return *act_;
+}
+
+void ClientSession::start_client_wait() {
+    read_pending_ = true;
+    // The heap, not Asio's per-thread recycling allocator: that would hand this
+    // long-lived operation whatever larger block was freed last (an accept's, 314
+    // bytes), and idle clients are many.
+    auto done = asio::bind_allocator(HeapAllocator<void>(),
+                                     [self = shared_from_this()](net::error_code ec) { self->on_client_ready(ec); });
+    if (auto* t = client_.tcp_stream_socket())
+        t->async_wait(asio::socket_base::wait_read, std::move(done));
+    else
+        client_.unix_stream_socket()->async_wait(asio::socket_base::wait_read, std::move(done));
+}
+
+void ClientSession::on_client_ready(net::error_code ec) {
+    read_pending_ = false;
+    std::size_t n = 0;
+    if (!ec && !closing_) {
+        // Readable: read now (the socket is non-blocking) into the buffer the client
+        // gets back for as long as it is active.
+        auto& a = active();
+        read_buf_ = a.small;
+        read_cap_ = sizeof a.small;
+        if (auto* t = client_.tcp_stream_socket())
+            n = t->read_some(asio::buffer(read_buf_, read_cap_), ec);
+        else
+            n = client_.unix_stream_socket()->read_some(asio::buffer(read_buf_, read_cap_), ec);
+        if (ec == asio::error::would_block || ec == asio::error::try_again) {
+            start_client_wait();
+            return;
+        }
+    }
+    deliver_client_read(ec, n);
+}
+
+void ClientSession::shrink(Clock::time_point now) {
+    if (!act_ || shrinking_ || closing_ || !logged_in_ || serve_running_ || pump_running_ || server_ ||
+        !read_pending_ || read_done_ || read_taker_ || client_.is_tls() || act_->fscan.partial() ||
+        act_->fscan.unsynced() || now - last_activity_ < std::chrono::seconds(1))
+        return;
+    shrinking_ = true;
+    client_.cancel();  // the parked read ends with operation_aborted, unless data beat it
+}
+
 void ClientSession::on_client_read(net::error_code ec, std::size_t n) {
     read_pending_ = false;
+    if (std::exchange(shrinking_, false) && ec == asio::error::operation_aborted && !closing_ && !serve_running_ &&
+        !server_ && !read_taker_) {
+        act_.reset();
+        start_client_wait();
+        return;
+    }
+    deliver_client_read(ec, n);
+}
+
+void ClientSession::deliver_client_read(net::error_code ec, std::size_t n) {
     if (read_taker_) {
         auto h = std::move(read_taker_);
         std::move(h)(ec, n);
@@ -166,8 +243,13 @@ asio::awaitable<void> ClientSession::serve() {
         // borrows a worker buffer until the client goes quiet again. Reading directly
         // (not waiting for readability first) lets Asio try the read at once and
         // park it without re-arming epoll.
-        char* data = big_.data ? big_.data : small_;
-        std::size_t cap = big_.data ? app::BufferPool::kSize : sizeof small_;
+        char* data = nullptr;
+        std::size_t cap = 0;
+        if (!read_done_ && !read_pending_) {
+            auto& a = active();
+            data = a.big.data ? a.big.data : a.small;
+            cap = a.big.data ? app::BufferPool::kSize : sizeof a.small;
+        }
         net::error_code rec;
         std::size_t n = 0;
         if (!plain) {
@@ -210,24 +292,27 @@ asio::awaitable<bool> ClientSession::forward_chunk(char* data, std::size_t n, st
         ClientSession* s;
         std::size_t n, cap;
         ~Resize() {
-            if (!s->big_.data && n == cap)
-                s->big_ = s->worker_.buffers().get();
-            else if (s->big_.data && n < sizeof s->small_)
-                s->big_ = {};
+            if (!s->act_) return;
+            auto& a = *s->act_;
+            if (!a.big.data && n == cap)
+                a.big = s->worker_.buffers().get();
+            else if (a.big.data && n < sizeof a.small)
+                a.big = {};
         }
     } resize{this, n, cap};
+    auto& a = active();
     struct {
         char* data;
     } buf{data};
     last_activity_ = Clock::now();
     request_time_ = std::chrono::system_clock::now();
-    auto r = fscan_.scan(buf.data, n);
+    auto r = a.fscan.scan(buf.data, n);
     if (r.sync_points > 0 && pending_ == 0) {
-        query_started_ = last_activity_;
-        if (txn_status_ == 'I') xact_started_ = last_activity_;
+        a.query_started = last_activity_;
+        if (txn_status_ == 'I') a.xact_started = last_activity_;
     }
     pending_ += r.sync_points;
-    bool capture = fscan_.capture();
+    bool capture = a.fscan.capture();
     if (capture ? !r.items.empty() : r.forward > 0) {
         if (!server_) {
             if (!co_await link()) co_return false;
@@ -260,7 +345,7 @@ asio::awaitable<bool> ClientSession::forward_chunk(char* data, std::size_t n, st
             co_return false;
         }
     }
-    syncs_sent_ += r.sync_points;
+    act_->syncs_sent += r.sync_points;
     if (r.error) {
         kill(sqlstate::protocol_violation, std::string("invalid client message: ") + r.error);
         co_return false;
@@ -280,11 +365,12 @@ asio::awaitable<void> ClientSession::wait_while_suspended() {
 asio::awaitable<bool> ClientSession::link() {
     auto& settings = snap_->config->settings;
     double wait = settings.query_wait_timeout > 0 ? settings.query_wait_timeout : 24 * 3600.0;
-    wait_started_ = Clock::now();
+    auto& a = active();
+    a.wait_started = Clock::now();
     waiting_ = true;
     // PAUSE holds new transactions until RESUME (bounded by query_wait_timeout).
     while (worker_.runtime().is_paused(database_) && !closing_) {
-        if (Clock::now() - wait_started_ > secs(wait)) {
+        if (Clock::now() - a.wait_started > secs(wait)) {
             waiting_ = false;
             kill(sqlstate::query_canceled, "query_wait_timeout");
             co_return false;
@@ -292,11 +378,11 @@ asio::awaitable<bool> ClientSession::link() {
         asio::steady_timer t(worker_.ctx(), std::chrono::milliseconds(50));
         co_await t.async_wait(token);
     }
-    bool got = co_await acquire_server(wait_started_ + secs(wait));
+    bool got = co_await acquire_server(a.wait_started + secs(wait));
     waiting_ = false;
     auto& counters = pool_->counters(worker_.index());
     auto waited = static_cast<std::uint64_t>(
-        std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - wait_started_).count());
+        std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - a.wait_started).count());
     stats::Counters::add(counters.wait_time_us, waited);
     stats::Counters::add(counters.wait_hist[stats::bucket_of(waited)], 1);
     if (!got) co_return false;
@@ -309,10 +395,10 @@ asio::awaitable<bool> ClientSession::link() {
             co_return false;
         }
     }
-    bscan_.reset();
-    expect_.clear();
-    held_.clear();
-    syncs_sent_ = rfq_seen_ = 0;
+    a.bscan.reset();
+    a.expect.clear();
+    a.held.clear();
+    a.syncs_sent = a.rfq_seen = 0;
     pump_running_ = true;
     stop_pump_ = false;
     auto self = shared_from_this();
@@ -383,10 +469,11 @@ asio::awaitable<void> ClientSession::pump() {
         ClientSession* s;
         ~Done() {
             s->pump_running_ = false;
-            if (s->pump_done_) s->pump_done_->cancel();
+            if (s->act_ && s->act_->pump_done) s->act_->pump_done->cancel();
         }
     } done{this};
     auto& rt = worker_.runtime();
+    auto& a = *act_;  // kept while a server is linked
     for (;;) {
         if (rt.suspended.load(std::memory_order_relaxed)) co_await wait_while_suspended();
         if (stop_pump_ || closing_ || !server_) co_return;
@@ -401,7 +488,7 @@ asio::awaitable<void> ClientSession::pump() {
             kill(sqlstate::connection_failure, "server conn crashed?");
             co_return;
         }
-        auto r = bscan_.scan(buf.data, n);
+        auto r = a.bscan.scan(buf.data, n);
         if (r.error) {
             server_->mark_broken();
             kill(sqlstate::protocol_violation, "invalid server message framing");
@@ -419,11 +506,11 @@ asio::awaitable<void> ClientSession::pump() {
                 return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(d).count());
             };
             stats::Counters::add(counters.query_count, static_cast<std::uint64_t>(r.ready_for_query));
-            stats::Counters::add(counters.query_time_us, us(now - query_started_));
-            query_started_ = now;
+            stats::Counters::add(counters.query_time_us, us(now - a.query_started));
+            a.query_started = now;
             timeout_cancel_sent_ = false;
             if (r.txn_status == 'I') {
-                auto xact_us = us(now - xact_started_);
+                auto xact_us = us(now - a.xact_started);
                 stats::Counters::add(counters.xact_count, 1);
                 stats::Counters::add(counters.xact_time_us, xact_us);
                 stats::Counters::add(counters.xact_hist[stats::bucket_of(xact_us)], 1);
@@ -431,23 +518,23 @@ asio::awaitable<void> ClientSession::pump() {
             pending_ = std::max(0, pending_ - r.ready_for_query);
             txn_status_ = r.txn_status;
             server_->set_txn_status(r.txn_status);
-            last_ready_ = now;
+            a.last_ready = now;
         }
         net::error_code wec;
         bool rewrite = false;
         std::vector<std::pair<long, long>> drops;
-        if (bscan_.watch()) {
+        if (a.bscan.watch()) {
             drops = track_statements(r);
-            rewrite = !drops.empty() || !held_.empty() || bscan_.partial_header() > 0;
+            rewrite = !drops.empty() || !a.held.empty() || a.bscan.partial_header() > 0;
         }
         if (rewrite) {
             // Hide the pooler's own ParseComplete/CloseComplete; hold back a split header.
-            std::string v = std::move(held_);
-            held_.clear();
+            std::string v = std::move(a.held);
+            a.held.clear();
             long base = static_cast<long>(v.size());
-            std::size_t keep = n - static_cast<std::size_t>(bscan_.partial_header());
+            std::size_t keep = n - static_cast<std::size_t>(a.bscan.partial_header());
             v.append(buf.data, keep);
-            held_.assign(buf.data + keep, n - keep);
+            a.held.assign(buf.data + keep, n - keep);
             for (auto it = drops.rbegin(); it != drops.rend(); ++it)
                 v.erase(static_cast<std::size_t>(base + it->first), static_cast<std::size_t>(it->second - it->first));
             wec = co_await client_.write_all(asio::buffer(v));
@@ -464,7 +551,7 @@ asio::awaitable<void> ClientSession::pump() {
             kill(sqlstate::feature_not_supported, "transaction blocks not allowed in statement pooling mode");
             co_return;
         }
-        if (releasable() && !bscan_.partial()) {
+        if (releasable() && !a.bscan.partial()) {
             co_await release_server();
             co_return;
         }
@@ -492,13 +579,15 @@ asio::awaitable<void> ClientSession::finish() {
         if (server_) server_->stream().cancel();
         client_.cancel();  // a pump blocked writing to a client that stopped reading
         while (pump_running_) {
-            if (!pump_done_) pump_done_ = std::make_unique<asio::steady_timer>(worker_.ctx());
-            pump_done_->expires_after(std::chrono::seconds(30));
-            co_await pump_done_->async_wait(token);
+            auto& a = active();
+            if (!a.pump_done) a.pump_done = std::make_unique<asio::steady_timer>(worker_.ctx());
+            a.pump_done->expires_after(std::chrono::seconds(30));
+            co_await a.pump_done->async_wait(token);
         }
     }
     if (server_) {
-        bool clean = pending_ == 0 && !fscan_.partial() && !fscan_.unsynced() && !bscan_.partial() &&
+        auto& a = active();
+        bool clean = pending_ == 0 && !a.fscan.partial() && !a.fscan.unsynced() && !a.bscan.partial() &&
                      txn_status_ == 'I' && !server_->broken();
         if (clean && pool_mode_ == kSession) {
             auto& st = snap_->config->settings;
@@ -538,7 +627,8 @@ void ClientSession::rewrite_statements(const char* chunk, const protocol::Fronte
             out.append(m);
             continue;
         }
-        int seq = syncs_sent_ + item.syncs_before;
+        auto& expect = act_->expect;
+        int seq = act_->syncs_sent + item.syncs_before;
         std::string name(ref->name);
         if (ref->type == 'P') {
             auto global = protocol::global_statement_name(m);
@@ -549,10 +639,10 @@ void ClientSession::rewrite_statements(const char* chunk, const protocol::Fronte
             }
             if (on_server.erase(*global)) {  // re-prepare: the old one must go first
                 protocol::write_close_statement(out, *global);
-                expect_.push_back({seq, '3', true});
+                expect.push_back({seq, '3', true});
             }
             out.append(*renamed);
-            expect_.push_back({seq, '1', false});
+            expect.push_back({seq, '1', false});
             on_server.insert(*global);
             if (!statements_) statements_ = std::make_unique<std::unordered_map<std::string, Statement>>();
             (*statements_)[name] = Statement{*global, std::move(*renamed)};
@@ -574,7 +664,7 @@ void ClientSession::rewrite_statements(const char* chunk, const protocol::Fronte
         }
         if (!on_server.count(known->global)) {
             out.append(known->parse);
-            expect_.push_back({seq, '1', true});
+            expect.push_back({seq, '1', true});
             on_server.insert(known->global);
         }
         if (auto renamed = protocol::rename_statement(m, known->global)) out.append(*renamed);
@@ -583,23 +673,25 @@ void ClientSession::rewrite_statements(const char* chunk, const protocol::Fronte
 
 std::vector<std::pair<long, long>> ClientSession::track_statements(const protocol::BackendScanner::Result& r) {
     std::vector<std::pair<long, long>> drops;
+    auto& expect = act_->expect;
+    auto& rfq_seen = act_->rfq_seen;
     auto expire = [&] {
-        while (!expect_.empty() && expect_.front().seq < rfq_seen_) {
+        while (!expect.empty() && expect.front().seq < rfq_seen) {
             // Skipped after an error: what exists on the server is no longer known.
-            expect_.pop_front();
+            expect.pop_front();
             if (server_) server_->mark_broken();
         }
     };
     for (auto& ev : r.events) {
         if (ev.type == 'Z') {
-            ++rfq_seen_;
+            ++rfq_seen;
             expire();
             continue;
         }
         expire();
-        if (!expect_.empty() && expect_.front().type == ev.type) {
-            if (expect_.front().hide) drops.emplace_back(ev.begin, ev.end);
-            expect_.pop_front();
+        if (!expect.empty() && expect.front().type == ev.type) {
+            if (expect.front().hide) drops.emplace_back(ev.begin, ev.end);
+            expect.pop_front();
         }
     }
     return drops;
@@ -616,12 +708,15 @@ ClientSession::Info ClientSession::info() const {
     i.state = !logged_in_ ? "login" : waiting_ ? "waiting" : server_ ? "active" : "idle";
     i.connect_time = connect_time_;
     i.request_time = request_time_;
-    if (waiting_) i.wait_seconds = std::chrono::duration<double>(Clock::now() - wait_started_).count();
+    if (waiting_ && act_) i.wait_seconds = std::chrono::duration<double>(Clock::now() - act_->wait_started).count();
     i.server_id = server_ ? server_->id() : 0;
     i.tls = client_.is_tls();
     i.cancel_key = cancel_key_;
+    i.active_state = act_ != nullptr;
     return i;
 }
+
+std::size_t ClientSession::active_state_size() { return sizeof(Active); }
 
 void ClientSession::forward_cancel() {
     if (!server_) return;
@@ -646,23 +741,26 @@ void ClientSession::janitor(Clock::time_point now) {
         return;
     }
     if (server_) {
-        if (pending_ > 0 && st.query_timeout > 0 && now - query_started_ > secs(st.query_timeout)) {
+        auto& a = *act_;  // kept while a server is linked
+        if (pending_ > 0 && st.query_timeout > 0 && now - a.query_started > secs(st.query_timeout)) {
             // Cancel the statement (the client gets 57014 and goes on); if the
             // server ignores the cancel, give up on it one period later.
             if (!timeout_cancel_sent_) {
                 timeout_cancel_sent_ = true;
                 forward_cancel();
-            } else if (now - query_started_ > secs(2 * st.query_timeout + 1)) {
+            } else if (now - a.query_started > secs(2 * st.query_timeout + 1)) {
                 server_->mark_broken();
                 kill(sqlstate::query_canceled, "query timeout");
             }
         } else if (pending_ == 0 && txn_status_ != 'I' && st.idle_transaction_timeout > 0 &&
-                   now - last_ready_ > secs(st.idle_transaction_timeout)) {
+                   now - a.last_ready > secs(st.idle_transaction_timeout)) {
             server_->mark_broken();
             kill(sqlstate::idle_in_transaction_timeout, "idle transaction timeout");
         }
     } else if (st.client_idle_timeout > 0 && now - last_activity_ > secs(st.client_idle_timeout)) {
         kill(sqlstate::idle_session_timeout, "client_idle_timeout");
+    } else {
+        shrink(now);
     }
 }
 

@@ -40,8 +40,9 @@ asio::awaitable<std::optional<T>> with_deadline(asio::awaitable<T> op, Clock::ti
 
 asio::awaitable<std::pair<net::error_code, std::optional<net::Stream>>> open_stream(const pool::Target& t) {
     auto ex = co_await asio::this_coro::executor;
+    auto& io = static_cast<asio::io_context&>(asio::query(ex, asio::execution::context));
     if (t.unix_socket()) {
-        net::unix_socket s(ex);
+        net::unix_socket s(io);
         std::string path = t.host + "/.s.PGSQL." + std::to_string(t.port);
         auto [ec] = co_await s.async_connect(asio::local::stream_protocol::endpoint(path), token);
         if (ec) co_return std::make_pair(ec, std::optional<net::Stream>{});
@@ -50,7 +51,7 @@ asio::awaitable<std::pair<net::error_code, std::optional<net::Stream>>> open_str
     net::tcp::resolver resolver(ex);
     auto [rec, results] = co_await resolver.async_resolve(t.host, std::to_string(t.port), token);
     if (rec) co_return std::make_pair(rec, std::optional<net::Stream>{});
-    net::tcp::socket s(ex);
+    net::tcp_socket s(io);
     auto [ec, ep] = co_await asio::async_connect(s, results, token);
     if (ec) co_return std::make_pair(ec, std::optional<net::Stream>{});
     co_return std::make_pair(ec, std::optional<net::Stream>(net::Stream(std::move(s))));
@@ -89,7 +90,7 @@ struct ServerConnection::IdleWatch {
 
 void ServerConnection::watch_idle() {
     if (broken_ || (watch_ && watch_->armed)) return;
-    auto* tcp = stream_.tcp_socket();
+    auto* tcp = stream_.tcp_stream_socket();
     auto* ux = stream_.unix_stream_socket();
     if ((!tcp || !tcp->is_open()) && (!ux || !ux->is_open())) return;  // TLS or closed: no watch
     if (!watch_) watch_ = std::make_shared<IdleWatch>();

@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 import pgwire
-from pgwire import copy_data_msg, query_msg
+from pgwire import bind_msg, copy_data_msg, execute_msg, parse_msg, query_msg, sync_msg
 
 
 @pytest.fixture
@@ -254,3 +254,72 @@ def test_transactions_over_the_unix_socket(pgrouter, table):
         for c in clients:
             c.close()
     assert_clean_server(p, None)
+
+
+def active_states(p):
+    """SHOW MEM's count of clients holding their serving state (buffer, scanners)."""
+    rows = {r[0]: r for r in p.admin("SHOW MEM")}
+    return int(rows["client_active_cache"][2])
+
+
+def wait_all_shrunk(p, within=15):
+    end = time.monotonic() + within
+    while (n := active_states(p)) > 0:
+        assert time.monotonic() < end, f"{n} idle clients still hold their serving state: {p.admin('SHOW MEM')}"
+        time.sleep(0.2)
+
+
+def test_idle_clients_give_back_their_serving_state(pgrouter):
+    """A client idle for a second gives back its read buffer and scanners; its next
+    message, a named prepared statement made before, a message larger than the small
+    buffer, a cancel and a vanishing client all work on a client that gave it back."""
+    p = pgrouter({"pool_mode": "transaction", "default_pool_size": 2, "workers": 1})
+    clients = [p.wire() for _ in range(6)]
+    try:
+        # Parked straight after login: a client that never spoke never had it.
+        assert active_states(p) == 0, p.admin("SHOW MEM")
+        for c in clients:
+            c.send(parse_msg("SELECT $1::int * 2", name="st") + sync_msg())
+            assert c.read_until_ready().types() == "1Z"
+        assert active_states(p) >= 1
+        for rnd in range(2):
+            wait_all_shrunk(p)
+            for i, c in enumerate(clients):
+                c.send(bind_msg((str(i + rnd),), stmt="st") + execute_msg() + sync_msg())
+                r = c.read_until_ready()
+                assert r.error is None and r.rows == [[str(2 * (i + rnd))]], (r.types(), r.error)
+            wait_all_shrunk(p)
+            big = "x" * 20000
+            for c in clients:
+                assert c.scalar(f"SELECT length('{big}')") == "20000"
+        wait_all_shrunk(p)
+        # A cancel for a client with no server reaches nothing; the client goes on.
+        pid, key = clients[0].backend_key
+        raw = p.raw()
+        raw.send(pgwire.cancel_request(pid, key))
+        raw.wait_closed(5)
+        assert clients[0].scalar("SELECT 41 + 1") == "42"
+        # A message split across a pause longer than the shrink delay: the client
+        # keeps its state while a message is half read.
+        wait_all_shrunk(p)
+        q = query_msg("SELECT 'split'")
+        clients[3].send(q[:3])
+        time.sleep(2.5)
+        assert active_states(p) == 1, p.admin("SHOW MEM")
+        clients[3].send(q[3:])
+        r = clients[3].read_until_ready()
+        assert r.rows == [["split"]], (r.types(), r.error)
+        # Shrunk clients that vanish (RST, FIN without Terminate) are noticed.
+        wait_all_shrunk(p)
+        clients[1].abort()
+        clients[2].close()
+        end = time.monotonic() + 10
+        while len([r for r in p.admin("SHOW CLIENTS") if r[0] == "C" and r[2] == "testdb"]) != 4:
+            assert time.monotonic() < end, p.admin("SHOW CLIENTS")
+            time.sleep(0.1)
+        for c in clients[3:]:
+            assert c.scalar("SELECT 1") == "1"
+    finally:
+        for c in clients:
+            c.terminate()
+    assert_clean_server(p)

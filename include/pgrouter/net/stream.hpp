@@ -18,15 +18,19 @@ namespace pgrouter::net {
 
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
-using unix_socket = asio::local::stream_protocol::socket;
-using ssl_stream = asio::ssl::stream<tcp::socket>;
+// Sockets on their io_context's own executor type rather than any_io_executor: the
+// socket and every operation pending on it (one per idle client) are smaller.
+using executor = asio::io_context::executor_type;
+using tcp_socket = asio::basic_stream_socket<tcp, executor>;
+using unix_socket = asio::basic_stream_socket<asio::local::stream_protocol, executor>;
+using ssl_stream = asio::ssl::stream<tcp_socket>;
 using boost::system::error_code;
 
 class Stream {
 public:
     // Sockets are switched to non-blocking mode (write_all tries a direct write
     // first) and TCP ones get TCP_NODELAY.
-    explicit Stream(tcp::socket s);
+    explicit Stream(tcp_socket s);
     explicit Stream(unix_socket s);
     Stream(Stream&&) = default;
     Stream& operator=(Stream&&) = default;
@@ -51,7 +55,7 @@ public:
     bool is_tls() const { return std::holds_alternative<std::unique_ptr<ssl_stream>>(s_); }
     int native_handle();
     // The plain socket underneath, for callback-style operations (null for TLS).
-    tcp::socket* tcp_socket() { return std::get_if<tcp::socket>(&s_); }
+    tcp_socket* tcp_stream_socket() { return std::get_if<tcp_socket>(&s_); }
     unix_socket* unix_stream_socket() { return std::get_if<unix_socket>(&s_); }
     // Detaches the plain socket from its io_context and re-creates it on another
     // (moving a connection between workers). Not possible for TLS: returns false.
@@ -66,7 +70,7 @@ public:
     long peer_uid();
 
 private:
-    std::variant<tcp::socket, unix_socket, std::unique_ptr<ssl_stream>> s_;
+    std::variant<tcp_socket, unix_socket, std::unique_ptr<ssl_stream>> s_;
 };
 
 }  // namespace pgrouter::net

@@ -72,8 +72,10 @@ public:
         std::uint64_t server_id = 0;  // 0 = none linked
         bool tls = false;
         std::uint32_t cancel_key = 0;
+        bool active_state = false;  // holds its serving state (buffers, scanners): not shrunk
     };
     Info info() const;
+    static std::size_t active_state_size();
     std::shared_ptr<pool::Pool> pool() const { return pool_; }
 
 private:
@@ -130,10 +132,14 @@ private:
     std::uint32_t cancel_key_ = 0;
     std::shared_ptr<const app::Snapshot> snap_;
     std::string user_, database_, peer_;
-    std::string login_buf_;
-    std::vector<std::pair<std::string, std::string>> startup_params_;
-    std::vector<std::string> unrecognized_options_;
-    std::uint32_t requested_minor_ = 0;
+    // What only the login needs, freed when it ends.
+    struct Login {
+        std::string buf;  // bytes read and not yet decoded
+        std::vector<std::pair<std::string, std::string>> startup_params;
+        std::vector<std::string> unrecognized_options;
+        std::uint32_t requested_minor = 0;
+    };
+    std::unique_ptr<Login> login_;
     bool read_only_intent_ = false;
     // Rarely set, so kept out of line: every idle client pays for what is inline.
     std::unique_ptr<std::pair<std::vector<std::uint8_t>, std::vector<std::uint8_t>>> scram_keys_;
@@ -149,27 +155,23 @@ private:
     bool registered_cancel_ = false;
     std::unique_ptr<std::map<std::string, auth::Credential>> auth_query_creds_;  // found by auth_query, for the server login
 
-    // Client read buffers: a few bytes of our own, a worker buffer while data flows.
-    char small_[256];
-    app::BufferPool::Lease big_;
     // The client read (plain sockets): where it reads, its result when it finished
     // while nobody waited, and the serving coroutine waiting for it.
     char* read_buf_ = nullptr;
     std::size_t read_cap_ = 0, read_n_ = 0;
     net::error_code read_ec_;
     bool read_pending_ = false, read_done_ = false, serve_running_ = false;
+    // A parked client's read is being cancelled so that its Active state can go.
+    bool shrinking_ = false;
+    bool track_ = false;  // named prepared statements are renamed (scanners capture/watch)
     asio::any_completion_handler<void(net::error_code, std::size_t)> read_taker_;
-    // Serving state
     std::unique_ptr<ServerConnection> server_;
-    protocol::FrontendScanner fscan_;
-    protocol::BackendScanner bscan_;
     int pending_ = 0;          // sync points sent and not yet answered by ReadyForQuery
     char txn_status_ = 'I';    // from the last ReadyForQuery
     bool writing_ = false;     // the session coroutine is writing to the server
     bool pump_running_ = false;
     bool stop_pump_ = false;
     bool client_broken_ = false;  // a write to the client failed or was cut
-    std::unique_ptr<asio::steady_timer> pump_done_;  // made when finish() waits for the pump
     bool closing_ = false;
     std::unique_ptr<std::pair<std::string, std::string>> kill_reason_;
     struct Statement {
@@ -182,8 +184,7 @@ private:
         char type;   // '1' ParseComplete or '3' CloseComplete
         bool hide;   // injected by the pooler: not for the client
     };
-    // A FIFO that allocates nothing until used (std::deque allocates on construction,
-    // which every idle client would pay for).
+    // A FIFO that allocates nothing until used (std::deque allocates on construction).
     struct ExpectQueue {
         std::vector<Expect> v;
         std::size_t head = 0;
@@ -197,10 +198,31 @@ private:
             v.clear();
             head = 0;
         }
-    } expect_;
-    int syncs_sent_ = 0, rfq_seen_ = 0;  // per link
-    std::string held_;                    // server bytes held back (partial header)
-    Clock::time_point last_activity_, query_started_, last_ready_, xact_started_, wait_started_;
+    };
+    // What a client needs only while it sends, waits or is served: its read buffer,
+    // the protocol scanners, the statement bookkeeping of the linked server and the
+    // transaction's timestamps. Made when the client speaks; a client parked (idle,
+    // no server) for a second gives it back (shrink()), so idle clients stay small.
+    struct Active {
+        char small[256];             // small reads land here
+        app::BufferPool::Lease big;  // a worker buffer while data flows
+        protocol::FrontendScanner fscan;
+        protocol::BackendScanner bscan;
+        ExpectQueue expect;
+        int syncs_sent = 0, rfq_seen = 0;  // per link
+        std::string held;                   // server bytes held back (partial header)
+        std::unique_ptr<asio::steady_timer> pump_done;  // made when finish() waits for the pump
+        Clock::time_point query_started, last_ready, xact_started, wait_started;
+    };
+    std::unique_ptr<Active> act_;
+    Active& active();
+    // A parked plain client waits for readability without a buffer (no Active).
+    void start_client_wait();
+    void on_client_ready(net::error_code ec);
+    void deliver_client_read(net::error_code ec, std::size_t n);
+    // From the janitor: a client parked for a while gives its Active back.
+    void shrink(Clock::time_point now);
+    Clock::time_point last_activity_;
     std::chrono::system_clock::time_point connect_time_ = std::chrono::system_clock::now(), request_time_;
     bool waiting_ = false;
     bool timeout_cancel_sent_ = false;
