@@ -109,14 +109,16 @@ struct App::Impl {
             co_await t.async_wait(token);
             auto now = std::chrono::steady_clock::now();
             auto& list = w.sessions();
-            for (auto it = list.begin(); it != list.end();) {
-                if (auto s = it->lock()) {
+            for (std::size_t i = 0; i < list.size();) {
+                if (auto s = list[i].lock()) {
                     s->janitor(now);
-                    ++it;
+                    ++i;
                 } else {
-                    it = list.erase(it);
+                    list[i] = std::move(list.back());
+                    list.pop_back();
                 }
             }
+            if (list.capacity() > 64 && list.size() < list.capacity() / 4) list.shrink_to_fit();
             auto pools = rt.pools->all();
             for (auto& p : pools) p->janitor(w);
             // A pool held back by max_db_connections / max_user_connections takes an

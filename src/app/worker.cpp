@@ -46,7 +46,7 @@ void Worker::join() {
 }
 
 Runtime::Runtime()
-    : pools(std::make_unique<pool::PoolRegistry>(*this)), cancels(std::make_unique<session::CancelRegistry>()) {}
+    : pools(std::make_unique<pool::PoolRegistry>(*this)), cancels(std::make_unique<session::CancelRegistry>(*this)) {}
 void Runtime::set_paused(const std::string& db, bool on) {
     std::lock_guard lk(control_m_);
     if (db == "*" && !on)

@@ -2,8 +2,10 @@
 #include "pgrouter/session/params.hpp"
 
 #include "pgrouter/protocol/protocol.hpp"
+#include "pgrouter/util/intern.hpp"
 
 #include <strings.h>
+
 
 namespace pgrouter::session {
 
@@ -16,11 +18,15 @@ std::optional<std::size_t> tracked_index(std::string_view name) {
 }
 
 void ParamSet::set(std::size_t i, std::string_view v) {
-    std::uint32_t b = i ? end_[i - 1] : 0;
-    std::uint32_t old_len = end_[i] - b;
-    blob_.replace(b, old_len, v);
+    std::uint16_t b = i ? end_[i - 1] : 0;
+    std::uint16_t old_len = static_cast<std::uint16_t>(end_[i] - b);
+    std::size_t total = end_.back();
+    if (total - old_len + v.size() > 65535) return;
+    std::string next = blob_ ? *blob_ : std::string();
+    next.replace(b, old_len, v);
+    blob_ = util::intern(std::move(next));
     auto delta = static_cast<std::int64_t>(v.size()) - static_cast<std::int64_t>(old_len);
-    for (std::size_t j = i; j < end_.size(); ++j) end_[j] = static_cast<std::uint32_t>(end_[j] + delta);
+    for (std::size_t j = i; j < end_.size(); ++j) end_[j] = static_cast<std::uint16_t>(end_[j] + delta);
     present_ = static_cast<std::uint8_t>(present_ | (1u << i));
 }
 

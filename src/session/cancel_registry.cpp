@@ -8,29 +8,18 @@
 
 namespace pgrouter::session {
 
-void CancelRegistry::add(std::uint32_t pid, std::uint32_t key, app::Worker& w, std::weak_ptr<ClientSession> s) {
-    std::lock_guard lk(m_);
-    entries_[pid] = Entry{key, &w, std::move(s)};
-}
-
-void CancelRegistry::remove(std::uint32_t pid) {
-    std::lock_guard lk(m_);
-    entries_.erase(pid);
-}
-
-bool CancelRegistry::cancel(std::uint32_t pid, std::uint32_t key) {
-    Entry e;
-    {
-        std::lock_guard lk(m_);
-        auto it = entries_.find(pid);
-        if (it == entries_.end()) return false;
-        if (CRYPTO_memcmp(&it->second.key, &key, sizeof key) != 0) return false;
-        e = it->second;
+void CancelRegistry::cancel(std::uint32_t pid, std::uint32_t key) {
+    for (auto& w : rt_.workers) {
+        boost::asio::post(w->ctx(), [worker = w.get(), pid, key] {
+            for (auto& weak : worker->sessions()) {
+                auto s = weak.lock();
+                if (!s || !s->cancelable() || static_cast<std::uint32_t>(s->id()) != pid) continue;
+                std::uint32_t mine = s->cancel_key();
+                if (CRYPTO_memcmp(&mine, &key, sizeof key) == 0) s->forward_cancel();
+                return;  // ids are unique: no other session has this pid
+            }
+        });
     }
-    boost::asio::post(e.worker->ctx(), [s = e.session] {
-        if (auto session = s.lock()) session->forward_cancel();
-    });
-    return true;
 }
 
 }  // namespace pgrouter::session

@@ -207,7 +207,7 @@ asio::awaitable<bool> ClientSession::authenticate(Clock::time_point deadline) {
         co_return false;
     }
     if (database_.empty()) database_ = user_;
-    if (st.log_connections) spdlog::info("C-{}: {}/{}@{} login attempt", id_, database_, user_, peer_);
+    if (st.log_connections) spdlog::info("C-{}: {}/{}@{} login attempt", id_, database_.str(), user_.str(), peer_);
 
     // PgBouncer's rule: our own OS user on the unix socket may open the console as pgbouncer.
     if (admin::is_admin_database(database_) && user_ == "pgbouncer" && client_.is_unix() &&
@@ -281,7 +281,7 @@ asio::awaitable<bool> ClientSession::auth_password_exchange(int method, Clock::t
     if (method == kMd5 && cred->kind == auth::SecretKind::scram) method = kScram;
     // As PostgreSQL and PgBouncer: scram-sha-256 never falls back to an md5 secret.
     if (method == kScram && cred->kind == auth::SecretKind::md5) {
-        spdlog::info("C-{}: SCRAM authentication failed: user \"{}\" has an md5 secret", id_, user_);
+        spdlog::info("C-{}: SCRAM authentication failed: user \"{}\" has an md5 secret", id_, user_.str());
         co_return co_await denied();
     }
     std::string out, body;
@@ -415,7 +415,7 @@ asio::awaitable<std::optional<auth::Credential>> ClientSession::lookup_auth_quer
 std::shared_ptr<pool::Pool> ClientSession::replica_pool(const config::HostPort& addr) {
     // Per transaction in transaction mode: the session's own few pools first, so the
     // registry's lock is taken once per replica, not once per transaction.
-    for (auto& [a, p] : replica_pools_)
+    for (auto& [a, p] : route_->replica_pools)
         if (a == addr) return p;
     auto key = routing::to_string(addr);
     auto p = worker_.runtime().pools->get(database_, user_, key);
@@ -424,40 +424,40 @@ std::shared_ptr<pool::Pool> ClientSession::replica_pool(const config::HostPort& 
         if (!db) return nullptr;
         p = pool_for(*db, user_, key);
     }
-    replica_pools_.emplace_back(addr, p);
+    route_->replica_pools.emplace_back(addr, p);
     return p;
 }
 
 Clock::time_point ClientSession::failover_deadline(Clock::time_point since, Clock::time_point limit) const {
-    return std::min(limit, since + secs(cluster_->config()->failover_timeout));
+    return std::min(limit, since + secs(route_->cluster->config()->failover_timeout));
 }
 
 asio::awaitable<bool> ClientSession::choose_pool(Clock::time_point since, Clock::time_point limit) {
     // Per transaction: one load of the cluster's view; the config only when something waits or fails.
-    if (read_route_) {
-        if (auto r = cluster_->next_replica()) {
+    if (route_->read_route) {
+        if (auto r = route_->cluster->next_replica()) {
             if (auto p = replica_pool(*r)) {
                 pool_ = std::move(p);
                 co_return true;
             }
         }
-        if (cluster_->config()->replica_fallback == config::ReplicaFallback::error) {
-            kill(sqlstate::connection_failure, "no usable replica in cluster \"" + cluster_->name() + "\"");
+        if (route_->cluster->config()->replica_fallback == config::ReplicaFallback::error) {
+            kill(sqlstate::connection_failure, "no usable replica in cluster \"" + route_->cluster->name() + "\"");
             co_return false;
         }
     }
-    pool_ = primary_pool_;
+    pool_ = route_->primary_pool;
     // Writes go only to a primary seen out of recovery; wait for one (failover). The
     // look-again interval grows to 100 ms so that thousands of waiting clients stay cheap.
     auto step = std::chrono::milliseconds(5);
     std::optional<Clock::time_point> deadline;
     for (;;) {
-        auto v = cluster_->view();
+        auto v = route_->cluster->view();
         if (v->writable) break;
         if (!deadline) deadline = failover_deadline(since, limit);
         if (Clock::now() >= *deadline || closing_) {
             kill(sqlstate::connection_failure,
-                 "no writable primary in cluster \"" + cluster_->name() + "\": " + v->hold_reason);
+                 "no writable primary in cluster \"" + route_->cluster->name() + "\": " + v->hold_reason);
             co_return false;
         }
         asio::steady_timer t(worker_.ctx(), step);
@@ -498,21 +498,22 @@ asio::awaitable<bool> ClientSession::attach(Clock::time_point deadline) {
     pool_mode_ = static_cast<int>(config::effective_pool_mode(cfg, *db, user_));
     pool_ = pool_for(*db, user_);
     if (!db->cluster.empty()) {
-        cluster_ = rt.cluster(db->cluster);
-        if (!cluster_) {
+        route_ = std::make_unique<Routing>();
+        route_->cluster = rt.cluster(db->cluster);
+        if (!route_->cluster) {
             co_await fail(sqlstate::connection_failure, "cluster \"" + db->cluster + "\" is not running");
             co_return false;
         }
-        primary_pool_ = pool_;
-        read_route_ = db->route == config::Route::replica || (db->route == config::Route::auto_ && read_only_intent_);
+        route_->primary_pool = pool_;
+        route_->read_route = db->route == config::Route::replica || (db->route == config::Route::auto_ && read_only_intent_);
         // Route now when the login needs a server: the pool's first client learns the
         // server's parameters from a real login, and a read-only session must see its
         // replica's (in_hot_standby). A write session of a pool that knows them logs in
         // at once, as PgBouncer's clients do, and waits out a failover at its first
         // transaction (not inside a login that the application may time out).
-        if (read_route_ || !pool_->welcome()) {
+        if (route_->read_route || !pool_->welcome()) {
             if (!co_await choose_pool(Clock::now(), Clock::time_point::max())) co_return false;
-            prerouted_ = true;
+            route_->prerouted = true;
         }
     }
     // Named prepared statements survive server changes only if we rename them.
@@ -564,7 +565,6 @@ asio::awaitable<bool> ClientSession::attach(Clock::time_point deadline) {
     std::memcpy(&cancel_key_, key.data(), 4);
     proto::write_backend_key_data(out, static_cast<std::uint32_t>(id_), cancel_key_);
     proto::write_ready_for_query(out, 'I');
-    rt.cancels->add(static_cast<std::uint32_t>(id_), cancel_key_, worker_, weak_from_this());
     registered_cancel_ = true;
     co_await send(out);
     last_activity_ = Clock::now();

@@ -10,6 +10,7 @@
 #include "pgrouter/session/errors.hpp"
 #include "pgrouter/session/server_connection.hpp"
 #include "pgrouter/stats/counters.hpp"
+#include "pgrouter/util/slab.hpp"
 
 #include <boost/asio/append.hpp>
 #include <boost/asio/as_tuple.hpp>
@@ -48,7 +49,6 @@ ClientSession::ClientSession(app::Worker& w, net::Stream s, std::uint64_t id)
 }
 
 ClientSession::~ClientSession() {
-    if (registered_cancel_) worker_.runtime().cancels->remove(static_cast<std::uint32_t>(id_));
     worker_.runtime().client_count.fetch_sub(1);
 }
 
@@ -132,14 +132,34 @@ void ClientSession::spawn_serve() {
 }
 
 void ClientSession::start_client_read(char* data, std::size_t cap) {
-    read_buf_ = data;
-    read_cap_ = cap;
+    auto& a = active();
+    a.read_buf = data;
+    a.read_cap = cap;
     read_pending_ = true;
     auto done = [self = shared_from_this()](net::error_code ec, std::size_t n) { self->on_client_read(ec, n); };
     if (auto* t = client_.tcp_stream_socket())
         t->async_read_some(asio::buffer(data, cap), std::move(done));
     else
         client_.unix_stream_socket()->async_read_some(asio::buffer(data, cap), std::move(done));
+}
+
+namespace {
+util::SlabAllocator& active_slab(std::size_t size) {
+    // Never destroyed: a session may outlive static destruction at exit.
+    static auto* slab = new util::SlabAllocator(size);
+    return *slab;
+}
+}  // namespace
+
+void* ClientSession::Active::operator new(std::size_t n) {
+    return n == sizeof(Active) ? active_slab(sizeof(Active)).allocate() : ::operator new(n);
+}
+
+void ClientSession::Active::operator delete(void* p, std::size_t n) noexcept {
+    if (n == sizeof(Active))
+        active_slab(sizeof(Active)).deallocate(p);
+    else
+        ::operator delete(p);
 }
 
 ClientSession::Active& ClientSession::active() {
@@ -171,12 +191,12 @@ void ClientSession::on_client_ready(net::error_code ec) {
         // Readable: read now (the socket is non-blocking) into the buffer the client
         // gets back for as long as it is active.
         auto& a = active();
-        read_buf_ = a.small;
-        read_cap_ = sizeof a.small;
+        a.read_buf = a.small;
+        a.read_cap = sizeof a.small;
         if (auto* t = client_.tcp_stream_socket())
-            n = t->read_some(asio::buffer(read_buf_, read_cap_), ec);
+            n = t->read_some(asio::buffer(a.small, sizeof a.small), ec);
         else
-            n = client_.unix_stream_socket()->read_some(asio::buffer(read_buf_, read_cap_), ec);
+            n = client_.unix_stream_socket()->read_some(asio::buffer(a.small, sizeof a.small), ec);
         if (ec == asio::error::would_block || ec == asio::error::try_again) {
             start_client_wait();
             return;
@@ -187,7 +207,7 @@ void ClientSession::on_client_ready(net::error_code ec) {
 
 void ClientSession::shrink(Clock::time_point now) {
     if (!act_ || shrinking_ || closing_ || !logged_in_ || serve_running_ || pump_running_ || server_ ||
-        !read_pending_ || read_done_ || read_taker_ || client_.is_tls() || act_->fscan.partial() ||
+        !read_pending_ || read_done_ || act_->read_taker || client_.is_tls() || act_->fscan.partial() ||
         act_->fscan.unsynced() || now - last_activity_ < std::chrono::seconds(1))
         return;
     shrinking_ = true;
@@ -197,7 +217,7 @@ void ClientSession::shrink(Clock::time_point now) {
 void ClientSession::on_client_read(net::error_code ec, std::size_t n) {
     read_pending_ = false;
     if (std::exchange(shrinking_, false) && ec == asio::error::operation_aborted && !closing_ && !serve_running_ &&
-        !server_ && !read_taker_) {
+        !server_ && act_ && !act_->read_taker) {
         act_.reset();
         start_client_wait();
         return;
@@ -206,14 +226,15 @@ void ClientSession::on_client_read(net::error_code ec, std::size_t n) {
 }
 
 void ClientSession::deliver_client_read(net::error_code ec, std::size_t n) {
-    if (read_taker_) {
-        auto h = std::move(read_taker_);
+    auto& a = active();  // made here only when a wait with no Active failed
+    if (a.read_taker) {
+        auto h = std::move(a.read_taker);
         std::move(h)(ec, n);
         return;
     }
     read_done_ = true;
-    read_ec_ = ec;
-    read_n_ = n;
+    a.read_ec = ec;
+    a.read_n = n;
     if (!serve_running_) spawn_serve();
 }
 
@@ -221,14 +242,14 @@ asio::awaitable<std::tuple<net::error_code, std::size_t>> ClientSession::wait_cl
     return asio::async_initiate<decltype(token), void(net::error_code, std::size_t)>(
         [this](auto handler) {
             // Not operator=: Boost 1.81's move assignment recurses into itself.
-            asio::any_completion_handler<void(net::error_code, std::size_t)>(std::move(handler)).swap(read_taker_);
+            asio::any_completion_handler<void(net::error_code, std::size_t)>(std::move(handler)).swap(active().read_taker);
         },
         token);
 }
 
 void ClientSession::park() {
-    if (!read_taker_ || closing_) return;
-    auto h = std::move(read_taker_);
+    if (!act_ || !act_->read_taker || closing_) return;
+    auto h = std::move(act_->read_taker);
     asio::post(worker_.ctx(), asio::append(std::move(h), net::error_code(asio::error::would_block), std::size_t{0}));
 }
 
@@ -268,11 +289,11 @@ asio::awaitable<void> ClientSession::serve() {
             }
             if (read_done_) {
                 read_done_ = false;
-                rec = read_ec_;
-                n = read_n_;
+                rec = act_->read_ec;
+                n = act_->read_n;
             }
-            data = read_buf_;
-            cap = read_cap_;
+            data = act_->read_buf;
+            cap = act_->read_cap;
         }
         if (rec || n == 0 || closing_) break;
         // The chunk's work has a frame of its own, alive only while it runs.
@@ -281,7 +302,7 @@ asio::awaitable<void> ClientSession::serve() {
     co_await finish();
     client_.close();
     if (snap_ && snap_->config->settings.log_disconnections)
-        spdlog::info("C-{}: {}/{}@{} closing because: {}", id_, database_, user_, peer_,
+        spdlog::info("C-{}: {}/{}@{} closing because: {}", id_, database_.str(), user_.str(), peer_,
                      kill_reason_ ? kill_reason_->second : "client close request");
 }
 
@@ -316,11 +337,11 @@ asio::awaitable<bool> ClientSession::forward_chunk(char* data, std::size_t n, st
     if (capture ? !r.items.empty() : r.forward > 0) {
         if (!server_) {
             if (!co_await link()) co_return false;
-        } else if (cluster_ && server_->generation() != pool_->generation()) {
+        } else if (route_ && server_->generation() != pool_->generation()) {
             // The primary changed under this session: its transaction (or, in
             // session mode, its whole session) cannot move to the new one.
             server_->mark_broken();
-            kill(sqlstate::connection_failure, "the primary of cluster \"" + cluster_->name() +
+            kill(sqlstate::connection_failure, "the primary of cluster \"" + route_->cluster->name() +
                                                    "\" changed; this server connection was closed");
             co_return false;
         }
@@ -409,7 +430,7 @@ asio::awaitable<bool> ClientSession::link() {
 }
 
 asio::awaitable<bool> ClientSession::acquire_server(Clock::time_point wait_deadline) {
-    if (!cluster_) {
+    if (!route_) {
         auto res = co_await pool_->acquire(worker_, wait_deadline);
         if (!res.server) {
             kill(res.sqlstate.empty() ? sqlstate::connection_failure : std::string_view(res.sqlstate), res.message);
@@ -422,16 +443,16 @@ asio::awaitable<bool> ClientSession::acquire_server(Clock::time_point wait_deadl
     int replica_failures = 0;
     for (;;) {
         // The login already chose the first transaction's pool: do not advance the round-robin twice.
-        if (!std::exchange(prerouted_, false) && !co_await choose_pool(since, wait_deadline)) co_return false;
+        if (!std::exchange(route_->prerouted, false) && !co_await choose_pool(since, wait_deadline)) co_return false;
         auto res = co_await pool_->acquire(worker_, wait_deadline);
-        bool to_primary = pool_ == primary_pool_;
+        bool to_primary = pool_ == route_->primary_pool;
         if (res.server) {
             if (!to_primary || !res.server->hot_standby()) {
                 server_ = std::move(res.server);
                 co_return true;
             }
             // Discovery named a node that is still (or again) in recovery: never write there.
-            cluster_->report_not_writable(config::HostPort{res.server->host(), res.server->port()},
+            route_->cluster->report_not_writable(config::HostPort{res.server->host(), res.server->port()},
                                           "in recovery (in_hot_standby=on at login)");
             pool_->discard(worker_, std::move(res.server));
             continue;
@@ -446,13 +467,13 @@ asio::awaitable<bool> ClientSession::acquire_server(Clock::time_point wait_deadl
                 h.state = routing::BackendState::down;
                 h.error = res.message;
                 h.last_check = std::chrono::system_clock::now();
-                cluster_->report_health(config::HostPort{t->host, t->port}, h);
+                route_->cluster->report_health(config::HostPort{t->host, t->port}, h);
             }
             continue;
         }
         if (unreachable && to_primary && Clock::now() < failover_deadline(since, wait_deadline) && !closing_) {
             // The primary may be going down before discovery says so: wait for the next one.
-            cluster_->wake_checker();
+            route_->cluster->wake_checker();
             asio::steady_timer t(worker_.ctx(), std::chrono::milliseconds(100));
             co_await t.async_wait(token);
             continue;

@@ -40,8 +40,28 @@ def patroni_cluster():
     with c.cursor() as cur:
         cur.execute("CREATE TABLE fo (client int, at timestamptz); GRANT ALL ON fo TO PUBLIC")
     c.close()
+    # Replicas replay them asynchronously (slowly on a loaded machine): a read-only
+    # session routed there before they arrive would fail its login.
+    for m in pc.members():
+        wait_for(lambda: _replayed(m), 60, f"the role, database and table on {m['name']}")
     yield pc
     pc.cleanup()
+
+
+def _replayed(member):
+    try:
+        c = psycopg2.connect(host=member["host"], port=member["port"], user="postgres", dbname="testdb",
+                             connect_timeout=5)
+    except psycopg2.Error:
+        return False
+    try:
+        with c.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_roles WHERE rolname = 'app_md5'")
+            role = cur.fetchone()[0] == 1
+            cur.execute("SELECT to_regclass('public.fo') IS NOT NULL")
+            return role and cur.fetchone()[0]
+    finally:
+        c.close()
 
 
 def patroni_router(pgrouter, pc, first=None):

@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <string>
+
 namespace pgrouter::session {
 namespace {
 
@@ -61,6 +63,41 @@ TEST(Params, ValuesKeepTheirPlaceWhenOthersChange) {
     EXPECT_EQ(build_sync_sql(p, unset),
               "SET client_encoding = 'UTF8';SET DateStyle = 'ISO';SET TimeZone = '';"
               "SET application_name = '';SET default_transaction_read_only = 'off';");
+}
+
+
+TEST(Params, EqualSetsShareTheirTextAndStayIndependent) {
+    ParamSet a, b;
+    for (auto* p : {&a, &b}) {
+        p->set("client_encoding", "UTF8");
+        p->set("application_name", "shared-application-name-longer-than-sso");
+    }
+    auto i = *tracked_index("application_name");
+    EXPECT_EQ(a.get(i)->data(), b.get(i)->data());  // one string for both
+    b.set("application_name", "other");
+    EXPECT_EQ(a.get(i), "shared-application-name-longer-than-sso");
+    EXPECT_EQ(b.get(i), "other");
+    EXPECT_EQ(a.get(*tracked_index("client_encoding")), "UTF8");
+    ParamSet c = a;  // copies share too, and a change to the copy is its own
+    c.set("client_encoding", "LATIN1");
+    EXPECT_EQ(a.get(*tracked_index("client_encoding")), "UTF8");
+    EXPECT_EQ(c.get(*tracked_index("client_encoding")), "LATIN1");
+    // Many short-lived distinct sets: the table of shared strings does not keep them.
+    for (int k = 0; k < 10000; ++k) {
+        ParamSet t;
+        t.set("application_name", "app-" + std::to_string(k));
+        EXPECT_EQ(t.get(i), "app-" + std::to_string(k));
+    }
+}
+
+TEST(Params, RefusesValuesPastTheSizeLimit) {
+    ParamSet p;
+    p.set("TimeZone", "UTC");
+    p.set("application_name", std::string(70000, 'x'));
+    EXPECT_FALSE(p.has(*tracked_index("application_name")));
+    EXPECT_EQ(p.get(*tracked_index("TimeZone")), "UTC");
+    p.set("application_name", std::string(60000, 'y'));
+    EXPECT_EQ(p.get(*tracked_index("application_name"))->size(), 60000u);
 }
 
 }  // namespace

@@ -92,7 +92,9 @@ public:
     Runtime& runtime() { return rt_; }
     BufferPool& buffers() { return buffers_; }
     // Sessions living on this worker (for the janitor and admin); touched on this thread only.
-    std::list<std::weak_ptr<session::ClientSession>>& sessions() { return sessions_; }
+    // This worker's client sessions (a vector: 16 bytes a client, where a list node
+    // took 48); the janitor drops the ended ones every second.
+    std::vector<std::weak_ptr<session::ClientSession>>& sessions() { return sessions_; }
     void start();
     void join();
 
@@ -101,7 +103,7 @@ private:
     int index_;
     asio::io_context ctx_{1};
     BufferPool buffers_;
-    std::list<std::weak_ptr<session::ClientSession>> sessions_;
+    std::vector<std::weak_ptr<session::ClientSession>> sessions_;
     std::thread thread_;
 };
 

@@ -1,34 +1,27 @@
-// Maps the BackendKeyData pgrouter gave each client to that client's session.
+// Finds the client a CancelRequest names (by the BackendKeyData pgrouter gave it)
+// and has it forward the cancel. No table is kept: each worker looks through its
+// own sessions when a cancel arrives (cancels are rare, clients are many, and an
+// entry per client cost every idle client 64 bytes), as PgBouncer searches its
+// client lists.
 #pragma once
 
 #include <cstdint>
-#include <memory>
-#include <mutex>
-#include <unordered_map>
 
 namespace pgrouter::app {
-class Worker;
+class Runtime;
 }
 
 namespace pgrouter::session {
 
-class ClientSession;
-
 class CancelRegistry {
 public:
-    void add(std::uint32_t pid, std::uint32_t key, app::Worker& w, std::weak_ptr<ClientSession> s);
-    void remove(std::uint32_t pid);
-    // When pid and key match a live session, posts the cancel to its worker.
-    bool cancel(std::uint32_t pid, std::uint32_t key);
+    explicit CancelRegistry(app::Runtime& rt) : rt_(rt) {}
+    // Posts the search to every worker; the logged-in client with this pid and key,
+    // if any, forwards the cancel to its server.
+    void cancel(std::uint32_t pid, std::uint32_t key);
 
 private:
-    struct Entry {
-        std::uint32_t key;
-        app::Worker* worker;
-        std::weak_ptr<ClientSession> session;
-    };
-    std::mutex m_;
-    std::unordered_map<std::uint32_t, Entry> entries_;
+    app::Runtime& rt_;
 };
 
 }  // namespace pgrouter::session

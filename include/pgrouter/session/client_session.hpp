@@ -9,6 +9,7 @@
 #include "pgrouter/net/stream.hpp"
 #include "pgrouter/protocol/scanner.hpp"
 #include "pgrouter/session/params.hpp"
+#include "pgrouter/util/intern.hpp"
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -55,6 +56,9 @@ public:
     void kill(std::string_view state, std::string message);
 
     std::uint64_t id() const { return id_; }
+    // A logged-in client that a CancelRequest may name (not a console).
+    bool cancelable() const { return registered_cancel_; }
+    std::uint32_t cancel_key() const { return cancel_key_; }
     const std::string& user() const { return user_; }
     const std::string& database() const { return database_; }
     bool linked() const { return server_ != nullptr; }
@@ -131,7 +135,8 @@ private:
     std::uint64_t id_;
     std::uint32_t cancel_key_ = 0;
     std::shared_ptr<const app::Snapshot> snap_;
-    std::string user_, database_, peer_;
+    util::SharedString user_, database_;  // shared by the thread's clients with the same names
+    std::string peer_;
     // What only the login needs, freed when it ends.
     struct Login {
         std::string buf;  // bytes read and not yet decoded
@@ -145,26 +150,26 @@ private:
     std::unique_ptr<std::pair<std::vector<std::uint8_t>, std::vector<std::uint8_t>>> scram_keys_;
     ParamSet client_params_;
     std::shared_ptr<pool::Pool> pool_;
-    std::shared_ptr<routing::Cluster> cluster_;   // set for databases that name a cluster
-    std::shared_ptr<pool::Pool> primary_pool_;    // cluster databases: the pool following the primary
-    // Replicas' pools this session used (a replica's pool keeps its address).
-    std::vector<std::pair<config::HostPort, std::shared_ptr<pool::Pool>>> replica_pools_;
-    bool read_route_ = false;                     // routed as replica (route = replica, or auto + read-only)
-    bool prerouted_ = false;                      // pool_ already chosen (at login) for the next link
+    // Databases that name a cluster: where this session's transactions go.
+    struct Routing {
+        std::shared_ptr<routing::Cluster> cluster;
+        std::shared_ptr<pool::Pool> primary_pool;  // the pool following the primary
+        // Replicas' pools this session used (a replica's pool keeps its address).
+        std::vector<std::pair<config::HostPort, std::shared_ptr<pool::Pool>>> replica_pools;
+        bool read_route = false;  // routed as replica (route = replica, or auto + read-only)
+        bool prerouted = false;   // pool_ already chosen (at login) for the next link
+    };
+    std::unique_ptr<Routing> route_;  // null for plain databases
     int pool_mode_ = 1;  // config::PoolMode as int: 0 session, 1 transaction, 2 statement
     bool registered_cancel_ = false;
     std::unique_ptr<std::map<std::string, auth::Credential>> auth_query_creds_;  // found by auth_query, for the server login
 
-    // The client read (plain sockets): where it reads, its result when it finished
-    // while nobody waited, and the serving coroutine waiting for it.
-    char* read_buf_ = nullptr;
-    std::size_t read_cap_ = 0, read_n_ = 0;
-    net::error_code read_ec_;
+    // The client read (plain sockets) is pending / finished while nobody waited;
+    // the serving coroutine runs. Where it reads and its result are in Active.
     bool read_pending_ = false, read_done_ = false, serve_running_ = false;
     // A parked client's read is being cancelled so that its Active state can go.
     bool shrinking_ = false;
     bool track_ = false;  // named prepared statements are renamed (scanners capture/watch)
-    asio::any_completion_handler<void(net::error_code, std::size_t)> read_taker_;
     std::unique_ptr<ServerConnection> server_;
     int pending_ = 0;          // sync points sent and not yet answered by ReadyForQuery
     char txn_status_ = 'I';    // from the last ReadyForQuery
@@ -213,6 +218,16 @@ private:
         std::string held;                   // server bytes held back (partial header)
         std::unique_ptr<asio::steady_timer> pump_done;  // made when finish() waits for the pump
         Clock::time_point query_started, last_ready, xact_started, wait_started;
+        // The client read (plain sockets): where it reads, its result when it
+        // finished while nobody waited, and the serving coroutine waiting for it.
+        char* read_buf = nullptr;
+        std::size_t read_cap = 0, read_n = 0;
+        net::error_code read_ec;
+        asio::any_completion_handler<void(net::error_code, std::size_t)> read_taker;
+        // From a slab of their own: when many clients go idle together, the memory
+        // goes back to the OS rather than staying as holes among the sessions.
+        static void* operator new(std::size_t n);
+        static void operator delete(void* p, std::size_t n) noexcept;
     };
     std::unique_ptr<Active> act_;
     Active& active();
