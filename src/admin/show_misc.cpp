@@ -89,7 +89,7 @@ asio::awaitable<void> show_mem(Context& ctx, const Command& cmd) {
     };
     row("client_cache", sizeof(session::ClientSession), static_cast<int>(census.clients.size()));
     // Serving state (read buffer, scanners) of clients that are active or were in the
-    // last second; clients idle longer give theirs back.
+    // janitor's last round (once a second); clients idle longer give theirs back.
     int active = static_cast<int>(std::count_if(census.clients.begin(), census.clients.end(),
                                                  [](auto& c) { return c.info.active_state; }));
     row("client_active_cache", session::ClientSession::active_state_size(), active);

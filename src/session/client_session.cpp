@@ -208,7 +208,7 @@ void ClientSession::on_client_ready(net::error_code ec) {
 void ClientSession::shrink(Clock::time_point now) {
     if (!act_ || shrinking_ || closing_ || !logged_in_ || serve_running_ || pump_running_ || server_ ||
         !read_pending_ || read_done_ || act_->read_taker || client_.is_tls() || act_->fscan.partial() ||
-        act_->fscan.unsynced() || now - last_activity_ < std::chrono::seconds(1))
+        act_->fscan.unsynced() || now - last_activity_ < std::chrono::milliseconds(200))
         return;
     shrinking_ = true;
     client_.cancel();  // the parked read ends with operation_aborted, unless data beat it

@@ -270,7 +270,7 @@ def wait_all_shrunk(p, within=15):
 
 
 def test_idle_clients_give_back_their_serving_state(pgrouter):
-    """A client idle for a second gives back its read buffer and scanners; its next
+    """A client idle at the janitor's round gives back its read buffer and scanners; its next
     message, a named prepared statement made before, a message larger than the small
     buffer, a cancel and a vanishing client all work on a client that gave it back."""
     p = pgrouter({"pool_mode": "transaction", "default_pool_size": 2, "workers": 1})

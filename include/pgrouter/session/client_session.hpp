@@ -207,7 +207,8 @@ private:
     // What a client needs only while it sends, waits or is served: its read buffer,
     // the protocol scanners, the statement bookkeeping of the linked server and the
     // transaction's timestamps. Made when the client speaks; a client parked (idle,
-    // no server) for a second gives it back (shrink()), so idle clients stay small.
+    // no server) gives it back at the janitor's next round (shrink(), once a second,
+    // when its last message is 200 ms old), so idle clients stay small.
     struct Active {
         char small[256];             // small reads land here
         app::BufferPool::Lease big;  // a worker buffer while data flows
@@ -235,7 +236,8 @@ private:
     void start_client_wait();
     void on_client_ready(net::error_code ec);
     void deliver_client_read(net::error_code ec, std::size_t n);
-    // From the janitor: a client parked for a while gives its Active back.
+    // From the janitor: a parked client whose last message is 200 ms old gives its
+    // Active back (at most once a second per client, so busy clients barely notice).
     void shrink(Clock::time_point now);
     Clock::time_point last_activity_;
     std::chrono::system_clock::time_point connect_time_ = std::chrono::system_clock::now(), request_time_;
