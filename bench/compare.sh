@@ -65,14 +65,14 @@ cleanup() {
   local p
   for p in "${!PID[@]}"; do stop_pid "${PID[$p]}" 10; done
   pg_stop "$WORK/pg"
-  [ -n "$WATCHDOG" ] && kill "$WATCHDOG" 2>/dev/null
+  [ -n "$WATCHDOG" ] && pkill -P "$WATCHDOG" 2>/dev/null; [ -n "$WATCHDOG" ] && kill "$WATCHDOG" 2>/dev/null
   rm -rf "$WORK"
   exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'warn "stopped (signal or BENCH_TIMEOUT=${BENCH_TIMEOUT}s)"; exit 143' TERM
-(sleep "$BENCH_TIMEOUT" && kill -TERM $$) 2>/dev/null &
+(sleep "$BENCH_TIMEOUT" && kill -TERM $$) >/dev/null 2>&1 &  # not holding our stdout (a pipe) open
 WATCHDOG=$!
 
 # --------------------------------------------------------------------------- PostgreSQL

@@ -73,7 +73,7 @@ trap 'warn "stopped (signal or BENCH_TIMEOUT=${BENCH_TIMEOUT}s)"; exit 143' TERM
   sleep "$BENCH_TIMEOUT" &
   s=$!
   wait "$s" && kill -TERM $$
-) 2>/dev/null &
+) >/dev/null 2>&1 &
 WATCHDOG=$!
 # nap SECONDS: a sleep that a signal interrupts at once (the trap runs during wait).
 nap() {

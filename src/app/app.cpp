@@ -20,6 +20,8 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
 
+#include <malloc.h>
+
 #include <csignal>
 #include <future>
 #include <cstdio>
@@ -61,6 +63,7 @@ struct App::Impl {
     std::uint64_t generation = 1;
     std::unique_ptr<ClusterManager> clusters;
     int signals_seen = 0;
+    std::uint64_t trimmed_at = 0;  // client_frees at the last malloc_trim
     int exit_code = 0;
 
     asio::awaitable<void> accept_tcp(Worker& w, tcp::acceptor& acc) {
@@ -119,6 +122,16 @@ struct App::Impl {
                 }
             }
             if (list.capacity() > 64 && list.size() < list.capacity() / 4) list.shrink_to_fit();
+            // After a burst of clients leaving or going idle, the whole pages their
+            // blocks freed inside the heap go back to the OS (malloc_trim takes about
+            // 0.5 ms per 10,000 clients: not done when nothing was freed).
+            if (w.index() == 0) {
+                auto frees = rt.client_frees.load(std::memory_order_relaxed);
+                if (frees - trimmed_at >= 1000) {
+                    trimmed_at = frees;
+                    ::malloc_trim(0);
+                }
+            }
             auto pools = rt.pools->all();
             for (auto& p : pools) p->janitor(w);
             // A pool held back by max_db_connections / max_user_connections takes an

@@ -50,6 +50,7 @@ ClientSession::ClientSession(app::Worker& w, net::Stream s, std::uint64_t id)
 
 ClientSession::~ClientSession() {
     worker_.runtime().client_count.fetch_sub(1);
+    worker_.runtime().client_frees.fetch_add(1, std::memory_order_relaxed);
 }
 
 namespace {
@@ -219,6 +220,7 @@ void ClientSession::on_client_read(net::error_code ec, std::size_t n) {
     if (std::exchange(shrinking_, false) && ec == asio::error::operation_aborted && !closing_ && !serve_running_ &&
         !server_ && act_ && !act_->read_taker) {
         act_.reset();
+        worker_.runtime().client_frees.fetch_add(1, std::memory_order_relaxed);
         start_client_wait();
         return;
     }

@@ -124,6 +124,9 @@ public:
     std::unique_ptr<session::CancelRegistry> cancels;
     std::atomic<std::uint64_t> next_id{1};  // client and server connections share it
     std::atomic<int> client_count{0};
+    // Client sessions ended and serving states given back: the janitor returns freed
+    // heap pages to the OS after a burst of them.
+    std::atomic<std::uint64_t> client_frees{0};
     std::atomic<bool> shutting_down{false};
     std::atomic<bool> paused{false};
     // SUSPEND: sessions finish forwarding what they have read and read nothing more

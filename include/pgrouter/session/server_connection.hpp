@@ -97,9 +97,10 @@ public:
     void mark_broken() { broken_ = true; }
     void close();
     // The buffer server -> client bytes are read into (servers are few: each has its own).
+    // Not zeroed: only the pages reads reach become resident (one for small results).
     static constexpr std::size_t kIoBuffer = 32 * 1024;
     char* io_buffer() {
-        if (!io_buf_) io_buf_ = std::make_unique<char[]>(kIoBuffer);
+        if (!io_buf_) io_buf_ = std::make_unique_for_overwrite<char[]>(kIoBuffer);
         return io_buf_.get();
     }
     // While the server sits idle in a pool, a read stays pending on it (plain TCP and
