@@ -24,10 +24,14 @@ void ParamSet::set(std::size_t i, std::string_view v) {
     if (total - old_len + v.size() > 65535) return;
     std::string next = blob_ ? *blob_ : std::string();
     next.replace(b, old_len, v);
-    blob_ = util::intern(std::move(next));
+    blob_ = std::make_shared<const std::string>(std::move(next));
     auto delta = static_cast<std::int64_t>(v.size()) - static_cast<std::int64_t>(old_len);
     for (std::size_t j = i; j < end_.size(); ++j) end_[j] = static_cast<std::uint16_t>(end_[j] + delta);
     present_ = static_cast<std::uint8_t>(present_ | (1u << i));
+}
+
+void ParamSet::share() {
+    if (blob_) blob_ = util::intern(*blob_);
 }
 
 bool ParamSet::set(std::string_view name, std::string_view v) {

@@ -545,6 +545,7 @@ asio::awaitable<bool> ClientSession::attach(Clock::time_point deadline) {
     // Parameters the client did not set take the server's login values.
     for (auto& [k, v] : welcome)
         if (auto i = tracked_index(k); i && !client_params_.has(*i)) client_params_.set(*i, v);
+    client_params_.share();  // idle clients with the same values keep them once
 
     std::string out;
     proto::write_auth_ok(out);

@@ -73,6 +73,9 @@ TEST(Params, EqualSetsShareTheirTextAndStayIndependent) {
         p->set("application_name", "shared-application-name-longer-than-sso");
     }
     auto i = *tracked_index("application_name");
+    EXPECT_NE(a.get(i)->data(), b.get(i)->data());  // each its own until shared
+    a.share();
+    b.share();
     EXPECT_EQ(a.get(i)->data(), b.get(i)->data());  // one string for both
     b.set("application_name", "other");
     EXPECT_EQ(a.get(i), "shared-application-name-longer-than-sso");
@@ -86,6 +89,7 @@ TEST(Params, EqualSetsShareTheirTextAndStayIndependent) {
     for (int k = 0; k < 10000; ++k) {
         ParamSet t;
         t.set("application_name", "app-" + std::to_string(k));
+        t.share();
         EXPECT_EQ(t.get(i), "app-" + std::to_string(k));
     }
 }

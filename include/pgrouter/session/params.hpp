@@ -19,9 +19,9 @@ inline constexpr std::array<std::string_view, 7> kTrackedParams = {
 std::optional<std::size_t> tracked_index(std::string_view name);
 
 // The tracked values of one client or server. Every session keeps one while idle,
-// so the values share one immutable string, and equal strings are shared between
-// the sets of one thread (most clients of an application send the same values):
-// 32 bytes per set instead of seven optional strings' 280.
+// so the values share one immutable string (32 bytes per set instead of seven
+// optional strings' 280), and share() makes equal strings one between the sets of a
+// thread (most clients of an application send the same values).
 class ParamSet {
 public:
     std::optional<std::string_view> get(std::size_t i) const {
@@ -34,6 +34,8 @@ public:
     // startup packet is at most 10000 bytes).
     void set(std::size_t i, std::string_view v);
     bool set(std::string_view name, std::string_view v);  // false when not tracked
+    // Uses the thread's copy of an equal set of values (util::intern) from now on.
+    void share();
 
 private:
     std::shared_ptr<const std::string> blob_;                  // the values, in index order
