@@ -167,8 +167,8 @@ start_pooler() {
 
 alive() { [ "${STATUS[$1]}" = ok ] && kill -0 "${PID[$1]}" 2>/dev/null; }
 
-cpu_ticks() {  # utime + stime of the whole process (all threads)
-  awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
+cpu_ticks() {  # "utime stime" of the whole process (all threads)
+  awk '{ sub(/^.*\) /, ""); print $12, $13 }' "/proc/$1/stat"
 }
 
 rss_kb() {
@@ -228,6 +228,7 @@ measure() {  # pooler clients script proto
   wait "$BG" || rc=$?
   BG=
   t1=$(cpu_ticks "$pid" 2>/dev/null || echo "$t0")
+  local u0=${t0% *} s0=${t0#* } u1=${t1% *} s1=${t1#* }
   if [ -n "$perf_pid" ]; then
     kill -INT "$perf_pid" 2>/dev/null || true
     wait "$perf_pid" || true
@@ -242,11 +243,14 @@ measure() {  # pooler clients script proto
     return 0
   fi
   FAILS[$name]=0
-  local cpu_us
-  cpu_us=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$tx" 'BEGIN { printf "%.1f", d * 1e6 / hz / n }')
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$c" "$script" "$proto" "$tps" "$lat" "$cpu_us" \
-    "$rss" "failed=${failed:-0}" >>"$RESULTS"
-  log "$name c=$c $script $proto: tps $tps, latency $lat ms, $cpu_us us CPU/tx, RSS $((rss / 1024)) MB"
+  local cpu_us user_us sys_us
+  per_tx() { awk -v d="$1" -v hz="$CLK_TCK" -v n="$tx" 'BEGIN { printf "%.1f", d * 1e6 / hz / n }'; }
+  cpu_us=$(per_tx $((u1 - u0 + s1 - s0)))
+  user_us=$(per_tx $((u1 - u0)))
+  sys_us=$(per_tx $((s1 - s0)))
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$c" "$script" "$proto" "$tps" "$lat" "$cpu_us" \
+    "$rss" "failed=${failed:-0}" "$user_us" "$sys_us" >>"$RESULTS"
+  log "$name c=$c $script $proto: tps $tps, latency $lat ms, $cpu_us us CPU/tx (user $user_us, system $sys_us), RSS $((rss / 1024)) MB"
   if [ -n "$perf_pid" ] && [ -s "$WORK/perf.$name.out" ]; then
     log "$name c=$c $script $proto system calls per transaction: $(awk -F, -v n="$tx" '$1 ~ /^[0-9]+$/ && $1 > 0 {
       sub(/^syscalls:sys_enter_/, "", $3); printf "%s %.2f  ", $3, $1 / n }' "$WORK/perf.$name.out")"
@@ -299,6 +303,18 @@ for (c, script, proto), by in rows.items():
             vr = vr / 1024 if vr is not None else None
         vals += [cell(vb, fmt), cell(vr, fmt), ratio(vr, vb)]
     print(f"| {c} | {script} | {proto} | " + " | ".join(vals) + " |")
+print("\nCPU per transaction split into user and system (kernel) time, us/tx. The last column is the floor\n"
+      "of the CPU ratio: what pgrouter / PgBouncer would be if pgrouter spent no user time at all.\n")
+print("| clients | script | protocol | PgBouncer user | PgBouncer system | pgrouter user | pgrouter system "
+      "| pgrouter user / PgBouncer user | pgrouter system / PgBouncer user+system |")
+print("|---:|---|---|---:|---:|---:|---:|---:|---:|")
+for (c, script, proto), by in rows.items():
+    b, r = by.get("pgbouncer"), by.get("pgrouter")
+    bu, bs = (num(b, 5), num(b, 6)) if b else (None, None)
+    ru, rs = (num(r, 5), num(r, 6)) if r else (None, None)
+    floor = ratio(rs, bu + bs) if bu is not None and bs is not None else "-"
+    print(f"| {c} | {script} | {proto} | {cell(bu, '{:.1f}')} | {cell(bs, '{:.1f}')} | {cell(ru, '{:.1f}')} "
+          f"| {cell(rs, '{:.1f}')} | {ratio(ru, bu)} | {floor} |")
 notes = [f"{n} c={c} {s} {p}: {v[-1]}" for (c, s, p), by in rows.items() for n, v in by.items()
          if v and v[0] == "FAILED"]
 if notes:
