@@ -107,7 +107,15 @@ asio::awaitable<void> ClientSession::run() {
     bool ok = co_await read_startup(deadline);
     if (ok) ok = co_await authenticate(deadline);
     if (ok) ok = co_await attach(deadline);
+    // Messages the client sent right behind its login, in the same read (PostgreSQL
+    // and PgBouncer answer them): served before anything else is read.
+    std::string early = ok && login_ ? std::move(login_->buf) : std::string();
     login_.reset();
+    if (ok && !early.empty()) {
+        // cap above n: these bytes are not a full read buffer asking for a bigger one
+        ok = co_await forward_chunk(early.data(), early.size(), early.size() + 1);
+        std::string().swap(early);
+    }
     if (ok) {
         if (client_.is_tls()) {
             // Serving goes on in a coroutine of its own, so the login's frame is freed.

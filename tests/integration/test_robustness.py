@@ -1,12 +1,14 @@
 """Clients that vanish at the worst moment, connection churn, and sustained load."""
 
 import re
+import struct
 import threading
 import time
 import uuid
 
 import pytest
 
+import helpers
 import pgwire
 from pgwire import bind_msg, copy_data_msg, execute_msg, parse_msg, query_msg, sync_msg
 
@@ -323,3 +325,50 @@ def test_idle_clients_give_back_their_serving_state(pgrouter):
         for c in clients:
             c.terminate()
     assert_clean_server(p)
+
+
+def _read_login(c):
+    """Messages up to the login's ReadyForQuery; returns the authentication codes seen."""
+    codes = []
+    while True:
+        m = c.read_message(10)
+        assert m is not None, "connection closed during login"
+        t, payload = m
+        assert t != b"E", pgwire.PgError(pgwire.parse_fields(payload)).message
+        if t == b"R":
+            codes.append(struct.unpack_from("!I", payload, 0)[0])
+        if t == b"Z":
+            return codes
+
+
+def test_messages_sent_behind_the_login_are_answered(pgrouter):
+    """As PostgreSQL and PgBouncer do: a query in the same packet as the startup
+    message (trust) or as the password (md5) is answered after the login, and a
+    Terminate there closes the session."""
+    p = pgrouter({"auth_type": "trust", "default_pool_size": 1})
+    startup = pgwire.startup_packet({"user": helpers.DEFAULT_USER, "database": helpers.DEFAULT_DB})
+    c = p.raw()
+    c.send(startup + query_msg("SELECT 41 + 1") + query_msg("SELECT 'two'"))
+    assert _read_login(c) == [0]
+    assert c.read_until_ready().rows == [["42"]]
+    assert c.read_until_ready().rows == [["two"]]
+    assert c.query("SELECT 3").rows == [["3"]]
+    c.terminate()
+
+    c = p.raw()
+    c.send(startup + pgwire.terminate_msg())
+    assert _read_login(c) == [0]
+    assert c.wait_closed(10) == []
+    assert_clean_server(p)
+
+    p = pgrouter({"auth_type": "md5"})
+    c = p.raw()
+    c.send(startup)
+    t, payload = c.read_message(10)
+    assert t == b"R" and struct.unpack_from("!I", payload, 0)[0] == 5
+    user = helpers.DEFAULT_USER
+    pw = pgwire.md5_password(user, p.password(user), payload[4:8])
+    c.send(pgwire.message(b"p", pgwire.cstr(pw)) + query_msg("SELECT 'after md5'"))
+    assert _read_login(c) == [0]
+    assert c.read_until_ready().rows == [["after md5"]]
+    c.terminate()
