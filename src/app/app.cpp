@@ -7,6 +7,7 @@
 #include "pgrouter/app/runtime.hpp"
 #include "pgrouter/pool/pool.hpp"
 #include "pgrouter/session/client_session.hpp"
+#include "pgrouter/session/errors.hpp"
 #include "pgrouter/stats/metrics.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -278,6 +279,25 @@ struct App::Impl {
         while (rt.client_count.load() > 0 && std::chrono::steady_clock::now() < deadline) {
             t.expires_after(std::chrono::milliseconds(100));
             co_await t.async_wait(token);
+        }
+        if (auto left = rt.client_count.load(); left > 0) {
+            // shutdown_timeout is up: end what is left as PostgreSQL ends sessions at
+            // its shutdown (57P01 to the client; a server mid-transaction is closed,
+            // which rolls the transaction back), then give the sessions a moment to
+            // write that and close.
+            spdlog::warn("shutdown_timeout reached with {} client(s) connected: closing them", left);
+            for (auto& w : rt.workers) {
+                asio::post(w->ctx(), [&w = *w] {
+                    for (auto& weak : w.sessions())
+                        if (auto s = weak.lock())
+                            s->kill(session::sqlstate::admin_shutdown, "pgrouter is shutting down (shutdown_timeout)");
+                });
+            }
+            auto grace = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+            while (rt.client_count.load() > 0 && std::chrono::steady_clock::now() < grace) {
+                t.expires_after(std::chrono::milliseconds(20));
+                co_await t.async_wait(token);
+            }
         }
         for (auto& w : rt.workers) w->ctx().stop();
         control.stop();

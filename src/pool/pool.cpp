@@ -28,6 +28,7 @@ struct Pool::Waiter {
     bool slot = false;                         // or: permission to connect a new one
     bool abandoned = false;                    // timed out; deliveries go back to the pool
     bool reserve_granted = false;
+    const bool* stop = nullptr;                // the caller gives up when true
 };
 
 namespace {
@@ -154,7 +155,7 @@ bool Pool::usable(const ServerConnection& s, Clock::time_point now) const {
     return true;
 }
 
-asio::awaitable<AcquireResult> Pool::acquire(app::Worker& w, Clock::time_point deadline) {
+asio::awaitable<AcquireResult> Pool::acquire(app::Worker& w, Clock::time_point deadline, const bool* stop) {
     auto self = shared_from_this();
     auto& sh = *shards_[w.index()];
     auto settings_now = settings_ptr_.load();
@@ -164,22 +165,8 @@ asio::awaitable<AcquireResult> Pool::acquire(app::Worker& w, Clock::time_point d
         auto s = std::move(sh.idle.back());
         sh.idle.pop_back();
         sh.idle_count.fetch_sub(1);
-        auto now = Clock::now();
-        // A server idle for a while may have been terminated meanwhile: look first.
-        if (!usable(*s, now) ||
-            s->spoke_while_idle(st.check_idle_always || now - s->last_used() > std::chrono::milliseconds(500))) {
-            s->mark_broken();
-            discard(w, std::move(s));
-            continue;
-        }
-        if (st.server_check_delay >= 0 && now - s->last_used() > secs(st.server_check_delay)) {
-            auto r = co_await s->query(st.server_check_query, now + secs(std::max(1.0, st.server_connect_timeout)));
-            if (!r.ok || s->txn_status() != 'I') {
-                s->mark_broken();
-                discard(w, std::move(s));
-                continue;
-            }
-        }
+        if (!vetted(w, s, st)) continue;
+        if (check_due(*s, st) && !co_await run_check(w, s, st)) continue;
         co_return AcquireResult{std::move(s), {}, {}};
     }
     std::shared_ptr<Waiter> waiter;
@@ -192,6 +179,7 @@ asio::awaitable<AcquireResult> Pool::acquire(app::Worker& w, Clock::time_point d
         std::lock_guard lk(m_);
         if (!try_reserve_slot_locked(false)) {
             waiter = make_waiter(w);
+            waiter->stop = stop;
             waiters_.push_back(waiter);
             n_waiters_.fetch_add(1);
         }
@@ -201,10 +189,34 @@ asio::awaitable<AcquireResult> Pool::acquire(app::Worker& w, Clock::time_point d
     for (;;) {
         waiter->timer.expires_at(deadline);
         co_await waiter->timer.async_wait(token);
+        if (waiter->stop && *waiter->stop) {
+            // The caller is going away (killed, shutting down): whatever reached it goes back.
+            if (waiter->server) {
+                release(w, std::move(waiter->server));
+            } else if (waiter->slot) {
+                std::lock_guard lk(m_);
+                release_slot_locked();
+                grant_slot_to_waiter_locked();
+            } else {
+                std::lock_guard lk(m_);
+                auto it = std::find(waiters_.begin(), waiters_.end(), waiter);
+                if (it == waiters_.end()) {
+                    // A delivery or a slot is on its way to this thread: wait for it.
+                    deadline = Clock::now() + std::chrono::hours(1);
+                    continue;
+                }
+                waiters_.erase(it);
+                n_waiters_.fetch_sub(1);
+                waiter->abandoned = true;
+            }
+            waiter->slot = false;
+            co_return AcquireResult{nullptr, std::string(session::sqlstate::query_canceled), "client closing"};
+        }
         if (waiter->server) {
             auto s = std::move(waiter->server);
-            if (!usable(*s, Clock::now())) {
-                discard(w, std::move(s));
+            // Straight from a release it is fresh; from another worker's idle list it
+            // may have been idle long enough to need the same look as the fast path's.
+            if (!vetted(w, s, st) || (check_due(*s, st) && !co_await run_check(w, s, st))) {
                 // the slot went with the discard; queue again
                 std::lock_guard lk(m_);
                 if (try_reserve_slot_locked(false)) {
@@ -234,6 +246,29 @@ asio::awaitable<AcquireResult> Pool::acquire(app::Worker& w, Clock::time_point d
             deadline = Clock::now() + std::chrono::hours(1);
         }
     }
+}
+
+bool Pool::vetted(app::Worker& w, std::unique_ptr<ServerConnection>& s, const Settings& st) {
+    auto now = Clock::now();
+    // A server idle for a while may have been terminated meanwhile: look first.
+    if (usable(*s, now) &&
+        !s->spoke_while_idle(st.check_idle_always || now - s->last_used() > std::chrono::milliseconds(500)))
+        return true;
+    s->mark_broken();
+    discard(w, std::move(s));
+    return false;
+}
+
+bool Pool::check_due(const ServerConnection& s, const Settings& st) const {
+    return st.server_check_delay >= 0 && Clock::now() - s.last_used() > secs(st.server_check_delay);
+}
+
+asio::awaitable<bool> Pool::run_check(app::Worker& w, std::unique_ptr<ServerConnection>& s, const Settings& st) {
+    auto r = co_await s->query(st.server_check_query, Clock::now() + secs(std::max(1.0, st.server_connect_timeout)));
+    if (r.ok && s->txn_status() == 'I') co_return true;
+    s->mark_broken();
+    discard(w, std::move(s));
+    co_return false;
 }
 
 asio::awaitable<AcquireResult> Pool::connect_new(app::Worker& w, Clock::time_point deadline) {
@@ -267,6 +302,20 @@ asio::awaitable<AcquireResult> Pool::connect_new(app::Worker& w, Clock::time_poi
         if (!welcome_) welcome_ = server->login_params();
     }
     co_return AcquireResult{std::move(server), {}, {}};
+}
+
+void Pool::wake_waiter(app::Worker& w, const bool* stop) {
+    std::shared_ptr<Waiter> found;
+    {
+        std::lock_guard lk(m_);
+        for (auto& waiter : waiters_)
+            if (waiter->stop == stop && waiter->worker == &w) {
+                found = waiter;
+                break;
+            }
+    }
+    // Not queued: a delivery is on its way and wakes it anyway.
+    if (found) found->timer.cancel();
 }
 
 void Pool::release(app::Worker& w, std::unique_ptr<ServerConnection> s) {

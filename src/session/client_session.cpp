@@ -94,6 +94,7 @@ void ClientSession::kill(std::string_view state, std::string message) {
     closing_ = true;
     client_.cancel();
     if (server_) server_->stream().cancel();
+    if (waiting_ && pool_) pool_->wake_waiter(worker_, &closing_);  // queued for a server: leave the queue now
 }
 
 asio::awaitable<void> ClientSession::run() {
@@ -347,6 +348,12 @@ asio::awaitable<bool> ClientSession::forward_chunk(char* data, std::size_t n, st
     if (capture ? !r.items.empty() : r.forward > 0) {
         if (!server_) {
             if (!co_await link()) co_return false;
+            if (closing_) {
+                // Killed while it waited: what it sent never reaches the server, which
+                // goes back clean if this chunk held whole transactions only.
+                pending_ -= r.sync_points;
+                co_return false;
+            }
         } else if (route_ && server_->generation() != pool_->generation()) {
             // The primary changed under this session: its transaction (or, in
             // session mode, its whole session) cannot move to the new one.
@@ -441,7 +448,7 @@ asio::awaitable<bool> ClientSession::link() {
 
 asio::awaitable<bool> ClientSession::acquire_server(Clock::time_point wait_deadline) {
     if (!route_) {
-        auto res = co_await pool_->acquire(worker_, wait_deadline);
+        auto res = co_await pool_->acquire(worker_, wait_deadline, &closing_);
         if (!res.server) {
             kill(res.sqlstate.empty() ? sqlstate::connection_failure : std::string_view(res.sqlstate), res.message);
             co_return false;
@@ -454,7 +461,7 @@ asio::awaitable<bool> ClientSession::acquire_server(Clock::time_point wait_deadl
     for (;;) {
         // The login already chose the first transaction's pool: do not advance the round-robin twice.
         if (!std::exchange(route_->prerouted, false) && !co_await choose_pool(since, wait_deadline)) co_return false;
-        auto res = co_await pool_->acquire(worker_, wait_deadline);
+        auto res = co_await pool_->acquire(worker_, wait_deadline, &closing_);
         bool to_primary = pool_ == route_->primary_pool;
         if (res.server) {
             if (!to_primary || !res.server->hot_standby()) {

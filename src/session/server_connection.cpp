@@ -199,7 +199,12 @@ asio::awaitable<std::pair<std::unique_ptr<ServerConnection>, ServerResult>> Serv
                                                         "server certificate does not match host " + target.host)};
             }
             if (ec) co_return Ret{nullptr, fail(sqlstate::connection_failure, "TLS handshake with server " + where + " failed: " + ec.message())};
-        } else if (answer != 'N' || mode == config::SslMode::require || mode == config::SslMode::verify_ca ||
+        } else if (answer != 'N') {
+            // PostgreSQL answers S or N; anything else is not a server we can talk to.
+            co_return Ret{nullptr, fail(sqlstate::connection_failure,
+                                        "server " + where + " answered the SSLRequest with neither S nor N: "
+                                        "not a PostgreSQL server?")};
+        } else if (mode == config::SslMode::require || mode == config::SslMode::verify_ca ||
                    mode == config::SslMode::verify_full) {
             co_return Ret{nullptr, fail(sqlstate::connection_failure,
                                         "server " + where + " does not accept TLS and server_tls_sslmode requires it")};

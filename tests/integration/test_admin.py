@@ -499,6 +499,38 @@ def test_kill_client(pgrouter):
         other.close()
 
 
+def test_killed_waiting_client_never_runs_its_query(pgrouter, pg):
+    """KILL_CLIENT of a client queued for a server: the query it sent must not reach
+    PostgreSQL when a server frees up later."""
+    pg.sql("CREATE TABLE IF NOT EXISTS kill_waiting (v int)", dbname="testdb")
+    pg.sql("GRANT ALL ON kill_waiting TO PUBLIC", dbname="testdb")
+    pg.sql("TRUNCATE kill_waiting", dbname="testdb")
+    p = start(pgrouter, {"default_pool_size": 1, "query_wait_timeout": 30})
+    holder = p.connect(autocommit=False)
+    victim = p.wire()
+    try:
+        holder.cursor().execute("SELECT 1")  # in a transaction: the only server is the holder's
+        victim.send(pgwire.query_msg("INSERT INTO kill_waiting VALUES (1)"))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            waiting = [r["id"] for r in show(p, "CLIENTS") if r["state"] == "waiting"]
+            if waiting:
+                break
+            time.sleep(0.1)
+        assert len(waiting) == 1, show(p, "CLIENTS")
+        admin(p, f"KILL_CLIENT {waiting[0]}")
+        msgs = victim.wait_closed(10)
+        assert any(t == b"E" for t, _ in msgs), msgs
+        holder.commit()  # the server is free: a queued query would run now
+        time.sleep(1)
+        assert pg.sql("SELECT count(*) FROM kill_waiting", dbname="testdb")[0][0] == 0
+        holder.cursor().execute("SELECT 2")  # the pool goes on
+        holder.commit()
+    finally:
+        victim.close()
+        holder.close()
+
+
 def test_disable_rejects_new_logins(pgrouter):
     p = start(pgrouter)
     existing = p.connect()

@@ -129,3 +129,37 @@ def test_unsupported_startup_parameter_rejected_unless_ignored(pgrouter):
         c.terminate()
     assert e.value.sqlstate == "08P01", e.value
     assert "work_mem" in e.value.message
+
+
+def test_interval_style_and_standard_conforming_strings_follow_each_client(pgrouter):
+    """The two tracked parameters the other tests do not touch: set at startup by one
+    client and by SET by the other, over one shared server."""
+    p = pgrouter({"pool_mode": "transaction", "default_pool_size": 1})
+    q = ("SELECT pg_backend_pid(), current_setting('IntervalStyle'), current_setting('standard_conforming_strings'), "
+         "interval '1 day 2 hours'::text")
+    a = p.wire(params={"IntervalStyle": "postgres_verbose", "standard_conforming_strings": "off"})
+    b = p.wire()
+    try:
+        assert a.params.get("IntervalStyle") == "postgres_verbose", a.params
+        assert a.params.get("standard_conforming_strings") == "off", a.params
+        assert b.params.get("IntervalStyle") == "postgres", b.params
+        assert b.params.get("standard_conforming_strings") == "on", b.params
+        pids = set()
+        for _ in range(2):
+            r = a.query(q)
+            pids.add(r.rows[0][0])
+            assert r.rows[0][1:] == ["postgres_verbose", "off", "@ 1 day 2 hours"], r.rows
+            r = b.query(q)
+            pids.add(r.rows[0][0])
+            assert r.rows[0][1:] == ["postgres", "on", "1 day 02:00:00"], r.rows
+        b.query("SET IntervalStyle = 'iso_8601'")
+        b.query("SET standard_conforming_strings = off")
+        assert b.params.get("IntervalStyle") == "iso_8601" and b.params.get("standard_conforming_strings") == "off"
+        a.query("SET standard_conforming_strings = on")
+        for _ in range(2):
+            assert a.query(q).rows[0][1:] == ["postgres_verbose", "on", "@ 1 day 2 hours"]
+            assert b.query(q).rows[0][1:] == ["iso_8601", "off", "P1DT2H"]
+        assert len(pids) == 1, "pool_size=1: both clients must have used the same server"
+    finally:
+        a.terminate()
+        b.terminate()
