@@ -85,6 +85,9 @@ asio::awaitable<void> ClientSession::send(const std::string& bytes) {
 asio::awaitable<void> ClientSession::fail(std::string_view state, std::string message) {
     std::string out;
     write_pooler_error(out, state, message);
+    // Kept as the reason the session ends (logged); sent here, not again by finish().
+    if (!kill_reason_) kill_reason_ = std::make_unique<std::pair<std::string, std::string>>(std::string(state), std::move(message));
+    error_sent_ = true;  // finish() must not repeat it
     co_await send(out);
     closing_ = true;
 }
@@ -129,6 +132,16 @@ asio::awaitable<void> ClientSession::run() {
     }
     co_await finish();
     client_.close();
+    // A login that failed with an error sent to the client (wrong password, unknown
+    // database, ...) is always worth a line, as PgBouncer's pooler errors are; the
+    // reasons are fixed texts and names, never a password.
+    if (kill_reason_ && !logged_in_)
+        spdlog::warn("C-{}: {}/{}@{} login failed: {} (SQLSTATE {})", id_, database_.str(), user_.str(), peer_,
+                     kill_reason_->second, kill_reason_->first);
+    else if (snap_ && snap_->config->settings.log_disconnections)  // e.g. an admin console session ending
+        spdlog::info("C-{}: {}/{}@{} closing because: {}", id_, database_.str(), user_.str(), peer_,
+                     kill_reason_ ? kill_reason_->second
+                                  : logged_in_ ? "client close request" : "client left during login");
 }
 
 bool ClientSession::releasable() const {
@@ -641,7 +654,7 @@ asio::awaitable<void> ClientSession::finish() {
             pool_->discard(worker_, std::move(server_));
         }
     }
-    if (kill_reason_ && !client_broken_) {
+    if (kill_reason_ && !client_broken_ && !error_sent_) {
         std::string out;
         write_pooler_error(out, kill_reason_->first, kill_reason_->second);
         // The client may have stopped reading: never wait long for it.

@@ -1,6 +1,7 @@
 """Client authentication at the pooler, and the pooler's own authentication to PostgreSQL."""
 
 import hashlib
+import time
 
 import psycopg2
 import pytest
@@ -201,3 +202,48 @@ def test_admin_console_login(pgrouter):
     assert rows and rows[0][0], rows
     if not helpers.is_pgbouncer():
         assert rows[0][0].startswith("pgrouter ")
+
+
+def test_no_password_or_secret_in_the_log(pgrouter, pg):
+    """Issue 2: no password or secret ever appears in a log line, whatever happens:
+    logins right and wrong by each method, a server refusing the pooler's password,
+    a database entry carrying a password, the admin console, a RELOAD."""
+    scram_secret = pg.rolpassword("app_scram")
+    md5_hash = "md5" + hashlib.md5((PASSWORDS["app_md5"] + "app_md5").encode()).hexdigest()
+    wrong = ["wrong-pw-7731", "another-wrong-pw-9942"]
+    db_password = "db-entry-pw-5521"
+    p = pgrouter({"auth_type": "md5", "server_login_retry": 1, "query_wait_timeout": 10,
+                  "log_connections": True, "log_disconnections": True},
+                 databases={"testdb": {}, "withpw": {"dbname": "testdb", "user": "app_plain",
+                                                      "password": db_password}},
+                 userlist={"app_md5": md5_hash, "app_scram": scram_secret, "app_plain": PASSWORDS["app_plain"],
+                           "app_trust": "not-the-server-password-3317", "pgbouncer": PASSWORDS["pgbouncer"]})
+    assert_login(p, "app_md5", PASSWORDS["app_md5"], {AUTH_MD5})
+    assert_login(p, "app_scram", PASSWORDS["app_scram"], {AUTH_SASL})
+    assert_login(p, "app_plain", PASSWORDS["app_plain"], {AUTH_MD5})
+    for user in ("app_md5", "app_scram", "app_plain"):
+        for pw in wrong:
+            login_error(p, user=user, password=pw)
+    login_error(p, user="nobody_here", password=wrong[0])
+    # The database entry's password is the server's: wrong for app_plain, refused.
+    with pytest.raises(pgwire.PgError):
+        c = p.wire(user="app_md5", dbname="withpw", timeout=30)
+        try:
+            c.scalar("SELECT 1", timeout=30)
+        finally:
+            c.terminate()
+    # app_trust's userlist password is not the server's either (hba trust lets it in anyway).
+    c = p.wire(user="app_trust", password="not-the-server-password-3317")
+    c.terminate()
+    p.admin("SHOW CONFIG")
+    p.admin("RELOAD")
+    time.sleep(0.5)
+    log = p.log()
+    # The log did record the logins, the failed ones with their reason.
+    assert "app_md5@127.0.0.1" in log, log[-2000:]
+    assert 'login failed: password authentication failed for user "app_scram"' in log, log[-3000:]
+    assert "nobody_here" in log, log[-3000:]
+    for secret in [PASSWORDS["app_md5"], PASSWORDS["app_scram"], PASSWORDS["app_plain"], PASSWORDS["pgbouncer"],
+                   md5_hash, md5_hash[3:], scram_secret, scram_secret.split("$")[-1], db_password,
+                   "not-the-server-password-3317"] + wrong:
+        assert secret not in log, f"{secret!r} appears in the log"

@@ -392,3 +392,27 @@ def test_safe_shutdown_turns_away_queued_clients_and_finishes_the_transaction(pg
     finally:
         holder.close()
         queued.close()
+
+
+def test_reload_raising_pool_size_serves_queued_clients(pgrouter, pg, role):
+    """A RELOAD that raises default_pool_size lets clients already queued open the
+    new servers, without waiting for a server to be released."""
+    p = start(pgrouter, {"default_pool_size": 1, "query_wait_timeout": 30})
+    holder = hold_transaction(p)
+    results = [None] * 2
+    threads = [threading.Thread(target=timed_query, args=(p, results, i), daemon=True) for i in range(2)]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(1)
+        assert results == [None, None], "served while the only server was in a transaction"
+        p.settings["default_pool_size"] = 3
+        p.write_config(None)
+        p.admin("RELOAD")
+        for t in threads:
+            t.join(8)
+        assert [r[:2] if r else None for r in results] == [("ok", 0), ("ok", 1)], results
+        assert pg.backends(ROLE) <= 3
+    finally:
+        holder.rollback()
+        holder.close()

@@ -179,6 +179,7 @@ private:
     bool client_broken_ = false;  // a write to the client failed or was cut
     bool closing_ = false;
     std::unique_ptr<std::pair<std::string, std::string>> kill_reason_;
+    bool error_sent_ = false;  // the login's fail() already sent kill_reason_
     struct Statement {
         std::string global;     // the pooler-wide name on servers
         std::string parse;      // the client's Parse, renamed to `global`
