@@ -499,6 +499,7 @@ def test_kill_client(pgrouter):
         other.close()
 
 
+@pytest.mark.pgrouter_only("KILL_CLIENT is newer than PgBouncer 1.18")
 def test_killed_waiting_client_never_runs_its_query(pgrouter, pg):
     """KILL_CLIENT of a client queued for a server: the query it sent must not reach
     PostgreSQL when a server frees up later."""

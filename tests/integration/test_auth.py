@@ -241,8 +241,8 @@ def test_no_password_or_secret_in_the_log(pgrouter, pg):
     log = p.log()
     # The log did record the logins, the failed ones with their reason.
     assert "app_md5@127.0.0.1" in log, log[-2000:]
-    assert 'login failed: password authentication failed for user "app_scram"' in log, log[-3000:]
-    assert "nobody_here" in log, log[-3000:]
+    failures = [l for l in log.splitlines() if "authentication failed" in l]
+    assert any("app_scram@" in l for l in failures) and any("nobody_here@" in l for l in failures), log[-3000:]
     for secret in [PASSWORDS["app_md5"], PASSWORDS["app_scram"], PASSWORDS["app_plain"], PASSWORDS["pgbouncer"],
                    md5_hash, md5_hash[3:], scram_secret, scram_secret.split("$")[-1], db_password,
                    "not-the-server-password-3317"] + wrong:
