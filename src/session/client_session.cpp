@@ -401,7 +401,13 @@ asio::awaitable<bool> ClientSession::forward_chunk(char* data, std::size_t n, st
         kill(sqlstate::protocol_violation, std::string("invalid client message: ") + r.error);
         co_return false;
     }
-    if (r.terminate) co_return false;
+    if (r.terminate) {
+        // Messages ahead of the Terminate (one packet: Query + Terminate, a pipeline
+        // + Terminate) are answered first, as PostgreSQL answers them: finish() lets
+        // the pump deliver what is pending before the session ends.
+        if (pending_ > 0 && server_ && pump_running_) draining_ = true;
+        co_return false;
+    }
     co_return true;
 }
 
@@ -606,6 +612,7 @@ asio::awaitable<void> ClientSession::pump() {
             co_await release_server();
             co_return;
         }
+        if (draining_ && pending_ == 0 && !a.bscan.partial()) co_return;  // all answered: finish() ends the session
     }
 }
 
@@ -625,6 +632,14 @@ asio::awaitable<void> ClientSession::release_server() {
 }
 
 asio::awaitable<void> ClientSession::finish() {
+    // A Terminate behind messages still being answered: the pump goes on until they are
+    // (the client gets them; query_timeout and kills still apply), then stops by itself.
+    while (draining_ && pump_running_ && !closing_) {
+        auto& a = active();
+        if (!a.pump_done) a.pump_done = std::make_unique<asio::steady_timer>(worker_.ctx());
+        a.pump_done->expires_after(std::chrono::seconds(30));
+        co_await a.pump_done->async_wait(token);
+    }
     if (pump_running_) {
         stop_pump_ = true;
         if (server_) server_->stream().cancel();

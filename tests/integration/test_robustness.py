@@ -372,3 +372,27 @@ def test_messages_sent_behind_the_login_are_answered(pgrouter):
     assert _read_login(c) == [0]
     assert c.read_until_ready().rows == [["after md5"]]
     c.terminate()
+
+
+@pytest.mark.pgrouter_only("PgBouncer 1.18 closes at the Terminate and drops the answers")
+@pytest.mark.parametrize("pool_mode", ["transaction", "session"])
+def test_terminate_behind_queries_in_one_packet_answers_them_first(pgrouter, pool_mode):
+    """As PostgreSQL: a packet holding a Query (or an extended-protocol pipeline) and
+    then a Terminate gets the answers before the connection closes, and the server
+    goes back clean."""
+    p = pgrouter({"pool_mode": pool_mode, "default_pool_size": 1})
+    c = p.wire()
+    c.send(query_msg("SELECT pg_sleep(0.3), 42") + pgwire.terminate_msg())
+    msgs = c.wait_closed(10)
+    types = [t for t, _ in msgs]
+    assert types == [b"T", b"D", b"C", b"Z"], msgs
+    assert pgwire.parse_data_row(msgs[1][1]) == ["", "42"]
+
+    c = p.wire()
+    c.send(parse_msg("SELECT $1::int * 2", param_types=(23,)) + bind_msg(["21"]) + execute_msg() + sync_msg() +
+           query_msg("SELECT 'second'") + pgwire.terminate_msg())
+    msgs = c.wait_closed(10)
+    assert [t for t, _ in msgs] == [b"1", b"2", b"D", b"C", b"Z", b"T", b"D", b"C", b"Z"], msgs
+    assert pgwire.parse_data_row(msgs[2][1]) == ["42"]
+    assert pgwire.parse_data_row(msgs[6][1]) == ["second"]
+    assert_clean_server(p)

@@ -176,6 +176,7 @@ private:
     bool writing_ = false;     // the session coroutine is writing to the server
     bool pump_running_ = false;
     bool stop_pump_ = false;
+    bool draining_ = false;  // the client sent Terminate behind messages not yet answered
     bool client_broken_ = false;  // a write to the client failed or was cut
     bool closing_ = false;
     std::unique_ptr<std::pair<std::string, std::string>> kill_reason_;
