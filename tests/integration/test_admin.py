@@ -563,6 +563,7 @@ def test_reconnect_and_wait_close(pgrouter, pg):
         admin(p, "RECONNECT no_such_db")
 
 
+@pytest.mark.pgrouter_only("checks SUSPEND through SHOW STATE, newer than PgBouncer 1.18")
 def test_suspend_holds_traffic_until_resume(pgrouter):
     import threading
 

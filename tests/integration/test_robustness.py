@@ -271,6 +271,7 @@ def wait_all_shrunk(p, within=15):
         time.sleep(0.2)
 
 
+@pytest.mark.pgrouter_only("SHOW MEM client_active_cache is pgrouter's own")
 def test_idle_clients_give_back_their_serving_state(pgrouter):
     """A client idle at the janitor's round gives back its read buffer and scanners; its next
     message, a named prepared statement made before, a message larger than the small
