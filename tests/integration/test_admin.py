@@ -750,3 +750,73 @@ def test_unix_socket_peer_opens_console_without_password(pgrouter):
     tcp[tcp.index("-h") + 1] = p.host
     r = subprocess.run(tcp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30, env=env)
     assert r.returncode != 0, "TCP login without a password was accepted"
+
+
+@pytest.mark.pgrouter_only("KILL_CLIENT is newer than PgBouncer 1.18")
+def test_admin_commands_under_load_leave_a_consistent_pool(pgrouter, pg, bench_db):
+    """pgbench TPC-B with 40 clients on 4 servers (most clients queued) for 8 s while
+    the console kills queued clients, RECONNECTs, RELOADs and PAUSE/RESUMEs at random:
+    the only client errors are the kills, and the pool ends with nobody waiting, no
+    server busy and no more servers than pool_size, none left in a transaction."""
+    import random
+    import re
+
+    p = start(pgrouter, {"default_pool_size": 4, "query_wait_timeout": 30}, databases={"benchdb": {}})
+    bench = threading.Thread(target=lambda: results.append(
+        p.pgbench("-n", "-c", "40", "-j", "2", "-T", "8", dbname="benchdb", timeout=90)), daemon=True)
+    results = []
+    bench.start()
+    rng = random.Random(7)
+    kills, ops = 0, 0
+    end = time.monotonic() + 7
+    c = admin_conn(p)
+    try:
+        while time.monotonic() < end:
+            r = rng.random()
+            if r < 0.55:
+                waiting = [row["id"] for row in show(p, "CLIENTS")
+                           if row["state"] == "waiting" and row["database"] == "benchdb"]
+                if waiting:
+                    run(c, f"KILL_CLIENT {rng.choice(waiting)}")
+                    kills += 1
+            elif r < 0.7:
+                run(c, "RECONNECT benchdb")
+            elif r < 0.85:
+                run(c, "RELOAD")
+            else:
+                run(c, "PAUSE benchdb")
+                time.sleep(0.1)
+                run(c, "RESUME benchdb")
+            ops += 1
+            time.sleep(0.05)
+    finally:
+        c.close()
+    bench.join(60)
+    assert results, "pgbench did not finish"
+    out = results[0].stdout + results[0].stderr
+    assert kills > 0, f"no queued client seen to kill in {ops} operations"
+    errors = [l for l in out.splitlines() if "error" in l.lower() and "Run was aborted" not in l]
+    # A client killed between two statements of its transaction sees the close when it
+    # sends the next one (as with pg_terminate_backend on PostgreSQL): pgbench reports
+    # that as "perhaps the backend died".
+    others = [l for l in errors if "client killed by admin command KILL_CLIENT" not in l
+              and "perhaps the backend died while processing" not in l]
+    assert errors and not others, "\n".join(others[:20])
+    assert len(errors) <= kills
+    m = re.search(r"number of transactions actually processed: (\d+)", out)
+    assert m and int(m.group(1)) > 0, out
+    # The pool settles: nobody waiting, no server busy, at most pool_size servers.
+    deadline = time.monotonic() + 10
+    while True:
+        pool = [r for r in show(p, "POOLS") if r["database"] == "benchdb"][0]
+        settled = pool["cl_waiting"] == 0 and pool["sv_active"] == 0 and pool["cl_active"] == 0
+        if settled or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert settled, pool
+    assert pool["sv_idle"] + pool["sv_used"] <= 4, pool
+    rows = pg.sql("SELECT state FROM pg_stat_activity WHERE datname = 'benchdb' AND usename = %s",
+                  (helpers.DEFAULT_USER,))
+    assert len(rows) <= 4 and all(r[0] == "idle" for r in rows), rows
+    r = p.pgbench("-n", "-c", "4", "-j", "2", "-t", "20", dbname="benchdb", timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
