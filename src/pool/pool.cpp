@@ -165,8 +165,9 @@ asio::awaitable<AcquireResult> Pool::acquire(app::Worker& w, Clock::time_point d
         auto s = std::move(sh.idle.back());
         sh.idle.pop_back();
         sh.idle_count.fetch_sub(1);
-        if (!vetted(w, s, st)) continue;
-        if (check_due(*s, st) && !co_await run_check(w, s, st)) continue;
+        auto now = Clock::now();
+        if (!vetted(w, s, st, now)) continue;
+        if (check_due(*s, st, now) && !co_await run_check(w, s, st)) continue;
         co_return AcquireResult{std::move(s), {}, {}};
     }
     std::shared_ptr<Waiter> waiter;
@@ -216,7 +217,8 @@ asio::awaitable<AcquireResult> Pool::acquire(app::Worker& w, Clock::time_point d
             auto s = std::move(waiter->server);
             // Straight from a release it is fresh; from another worker's idle list it
             // may have been idle long enough to need the same look as the fast path's.
-            if (!vetted(w, s, st) || (check_due(*s, st) && !co_await run_check(w, s, st))) {
+            auto now = Clock::now();
+            if (!vetted(w, s, st, now) || (check_due(*s, st, now) && !co_await run_check(w, s, st))) {
                 // the slot went with the discard; queue again
                 std::lock_guard lk(m_);
                 if (try_reserve_slot_locked(false)) {
@@ -248,8 +250,7 @@ asio::awaitable<AcquireResult> Pool::acquire(app::Worker& w, Clock::time_point d
     }
 }
 
-bool Pool::vetted(app::Worker& w, std::unique_ptr<ServerConnection>& s, const Settings& st) {
-    auto now = Clock::now();
+bool Pool::vetted(app::Worker& w, std::unique_ptr<ServerConnection>& s, const Settings& st, Clock::time_point now) {
     // A server idle for a while may have been terminated meanwhile: look first.
     if (usable(*s, now) &&
         !s->spoke_while_idle(st.check_idle_always || now - s->last_used() > std::chrono::milliseconds(500)))
@@ -259,8 +260,8 @@ bool Pool::vetted(app::Worker& w, std::unique_ptr<ServerConnection>& s, const Se
     return false;
 }
 
-bool Pool::check_due(const ServerConnection& s, const Settings& st) const {
-    return st.server_check_delay >= 0 && Clock::now() - s.last_used() > secs(st.server_check_delay);
+bool Pool::check_due(const ServerConnection& s, const Settings& st, Clock::time_point now) const {
+    return st.server_check_delay >= 0 && now - s.last_used() > secs(st.server_check_delay);
 }
 
 asio::awaitable<bool> Pool::run_check(app::Worker& w, std::unique_ptr<ServerConnection>& s, const Settings& st) {

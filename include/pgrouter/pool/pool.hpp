@@ -164,8 +164,8 @@ private:
     // Before handing out a server that may have sat idle (on this worker's list or
     // another's): usable and silent while idle (peeking when due), else discarded
     // (`s` emptied); then, once idle past server_check_delay, server_check_query.
-    bool vetted(app::Worker& w, std::unique_ptr<ServerConnection>& s, const Settings& st);
-    bool check_due(const ServerConnection& s, const Settings& st) const;
+    bool vetted(app::Worker& w, std::unique_ptr<ServerConnection>& s, const Settings& st, Clock::time_point now);
+    bool check_due(const ServerConnection& s, const Settings& st, Clock::time_point now) const;
     asio::awaitable<bool> run_check(app::Worker& w, std::unique_ptr<ServerConnection>& s, const Settings& st);
     // Hands `s` to the oldest waiter (moving it to the waiter's worker); false when none waits.
     bool deliver(app::Worker& w, std::unique_ptr<ServerConnection>& s);
