@@ -405,7 +405,8 @@ asio::awaitable<bool> ClientSession::forward_chunk(char* data, std::size_t n, st
         // Messages ahead of the Terminate (one packet: Query + Terminate, a pipeline
         // + Terminate) are answered first, as PostgreSQL answers them: finish() lets
         // the pump deliver what is pending before the session ends.
-        if (pending_ > 0 && server_ && pump_running_) draining_ = true;
+        // Not during a COPY from the client: the server would wait for data that never comes.
+        if (pending_ > 0 && server_ && pump_running_ && !copy_in_) draining_ = true;
         co_return false;
     }
     co_return true;
@@ -573,9 +574,14 @@ asio::awaitable<void> ClientSession::pump() {
                 stats::Counters::add(counters.xact_hist[stats::bucket_of(xact_us)], 1);
             }
             pending_ = std::max(0, pending_ - r.ready_for_query);
+            copy_in_ = false;
             txn_status_ = r.txn_status;
             server_->set_txn_status(r.txn_status);
             a.last_ready = now;
+        }
+        if (r.copy_in) {  // after the chunk's ReadyForQuery (an earlier query's), if any
+            copy_in_ = true;
+            if (draining_) co_return;  // the client left with a COPY unfinished: finish() closes the server
         }
         net::error_code wec;
         bool rewrite = false;

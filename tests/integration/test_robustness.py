@@ -397,3 +397,27 @@ def test_terminate_behind_queries_in_one_packet_answers_them_first(pgrouter, poo
     assert pgwire.parse_data_row(msgs[2][1]) == ["42"]
     assert pgwire.parse_data_row(msgs[6][1]) == ["second"]
     assert_clean_server(p)
+
+
+def test_terminate_during_a_copy_from_the_client_closes_promptly(pgrouter, pg):
+    """A Terminate where the server waits for COPY data (in the packet that starts the
+    COPY, or later): nothing more will come, so the session ends at once, the server is
+    closed and no row lands (PostgreSQL aborts the COPY on the Terminate)."""
+    pg.sql("CREATE TABLE IF NOT EXISTS copy_term (v int)", dbname="testdb")
+    pg.sql("GRANT ALL ON copy_term TO PUBLIC", dbname="testdb")
+    pg.sql("TRUNCATE copy_term", dbname="testdb")
+    p = pgrouter({"default_pool_size": 1})
+    c = p.wire()
+    t0 = time.monotonic()
+    c.send(query_msg("COPY copy_term FROM STDIN") + copy_data_msg(b"1\n") + pgwire.terminate_msg())
+    c.wait_closed(10)
+    assert time.monotonic() - t0 < 5
+    c = p.wire()
+    c.send(query_msg("COPY copy_term FROM STDIN"))
+    t, _ = c.read_message(10)
+    assert t == b"G", t
+    t0 = time.monotonic()
+    c.send(copy_data_msg(b"2\n") + pgwire.terminate_msg())
+    c.wait_closed(10)
+    assert time.monotonic() - t0 < 5
+    assert_clean_server(p, table="copy_term")

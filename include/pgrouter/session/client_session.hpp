@@ -177,6 +177,7 @@ private:
     bool pump_running_ = false;
     bool stop_pump_ = false;
     bool draining_ = false;  // the client sent Terminate behind messages not yet answered
+    bool copy_in_ = false;   // the server waits for COPY data from the client
     bool client_broken_ = false;  // a write to the client failed or was cut
     bool closing_ = false;
     std::unique_ptr<std::pair<std::string, std::string>> kill_reason_;
