@@ -85,15 +85,18 @@ asio::awaitable<void> ClientSession::send(const std::string& bytes) {
 asio::awaitable<void> ClientSession::fail(std::string_view state, std::string message) {
     std::string out;
     write_pooler_error(out, state, message);
-    // Kept as the reason the session ends (logged); sent here, not again by finish().
-    if (!kill_reason_) kill_reason_ = std::make_unique<std::pair<std::string, std::string>>(std::string(state), std::move(message));
-    error_sent_ = true;  // finish() must not repeat it
+    note_reason(state, std::move(message));  // logged; sent here, not again by finish()
+    error_sent_ = true;
     co_await send(out);
     closing_ = true;
 }
 
-void ClientSession::kill(std::string_view state, std::string message) {
+void ClientSession::note_reason(std::string_view state, std::string message) {
     if (!kill_reason_) kill_reason_ = std::make_unique<std::pair<std::string, std::string>>(std::string(state), std::move(message));
+}
+
+void ClientSession::kill(std::string_view state, std::string message) {
+    note_reason(state, std::move(message));
     closing_ = true;
     client_.cancel();
     if (server_) server_->stream().cancel();
@@ -638,24 +641,19 @@ asio::awaitable<void> ClientSession::release_server() {
 }
 
 asio::awaitable<void> ClientSession::finish() {
-    // A Terminate behind messages still being answered: the pump goes on until they are
-    // (the client gets them; query_timeout and kills still apply), then stops by itself.
-    while (draining_ && pump_running_ && !closing_) {
+    // Wait for the pump to end. After a Terminate behind messages still being answered
+    // it goes on until they are (the client gets them; query_timeout and kills still
+    // apply) and stops by itself; otherwise it is stopped now.
+    while (pump_running_) {
+        if (!(draining_ && !closing_) && !stop_pump_) {
+            stop_pump_ = true;
+            if (server_) server_->stream().cancel();
+            client_.cancel();  // a pump blocked writing to a client that stopped reading
+        }
         auto& a = active();
         if (!a.pump_done) a.pump_done = std::make_unique<asio::steady_timer>(worker_.ctx());
         a.pump_done->expires_after(std::chrono::seconds(30));
         co_await a.pump_done->async_wait(token);
-    }
-    if (pump_running_) {
-        stop_pump_ = true;
-        if (server_) server_->stream().cancel();
-        client_.cancel();  // a pump blocked writing to a client that stopped reading
-        while (pump_running_) {
-            auto& a = active();
-            if (!a.pump_done) a.pump_done = std::make_unique<asio::steady_timer>(worker_.ctx());
-            a.pump_done->expires_after(std::chrono::seconds(30));
-            co_await a.pump_done->async_wait(token);
-        }
     }
     if (server_) {
         auto& a = active();

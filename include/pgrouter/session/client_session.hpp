@@ -128,6 +128,8 @@ private:
     std::vector<std::pair<long, long>> track_statements(const protocol::BackendScanner::Result& r);
     asio::awaitable<void> send(const std::string& bytes);
     asio::awaitable<void> fail(std::string_view state, std::string message);
+    // The first reason the session ends (pooler error and log line); later ones are ignored.
+    void note_reason(std::string_view state, std::string message);
     void handle_cancel_request(std::uint32_t pid, std::uint32_t key);
 
     app::Worker& worker_;
