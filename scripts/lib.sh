@@ -14,6 +14,7 @@ REQUIRED_PACKAGES=(
   googletest libgtest-dev
   postgresql-15 postgresql-client-15 pgbouncer
   python3-psycopg2 python3-pytest python3-yaml openssl procps
+  nftables  # tests cut a TCP connection without closing it (dead-peer detection)
   patroni etcd-server
 )
 

@@ -58,7 +58,7 @@ int main(int argc, char** argv) {
     }
     auto loaded = pgrouter::config::load_file(opts.config_path);
     for (auto& p : loaded.problems)
-        std::fprintf(stderr, "%s%s\n", p.warning ? "warning: " : "", p.to_string().c_str());
+        std::fprintf(stderr, "%s\n", p.to_string().c_str());  // a warning says so after the key
     if (!loaded.ok()) return 1;
     if (check) return 0;
     pgrouter::app::App app(opts, std::move(*loaded.config));

@@ -58,6 +58,7 @@ const std::vector<Key>& keys() {
             SETTING(max_user_connections, true),   SETTING(max_prepared_statements, true),
             SETTING(server_reset_query, true),     SETTING(server_reset_query_always, true),
             SETTING(server_check_query, true),     SETTING(server_check_delay, true),
+            SETTING(server_round_robin, true),
             SETTING(server_lifetime, true),        SETTING(server_idle_timeout, true),
             SETTING(server_connect_timeout, true), SETTING(server_login_retry, true),
             SETTING(query_timeout, true),          SETTING(query_wait_timeout, true),
@@ -68,9 +69,14 @@ const std::vector<Key>& keys() {
             SETTING(log_format, false),            SETTING(logfile, false),
             SETTING(pidfile, false),               SETTING(stats_period, true),
             SETTING(metrics_listen, false),
+            SETTING(tcp_keepalive, true),          SETTING(tcp_keepcnt, true),
+            SETTING(tcp_keepidle, true),           SETTING(tcp_keepintvl, true),
+            SETTING(tcp_user_timeout, true),
             TLS(client_tls_sslmode),    TLS(client_tls_cert_file), TLS(client_tls_key_file),
             TLS(client_tls_ca_file),    TLS(server_tls_sslmode),   TLS(server_tls_ca_file),
             TLS(server_tls_cert_file),  TLS(server_tls_key_file),
+            TLS(client_tls_protocols),  TLS(client_tls_ciphers),   TLS(client_tls13_ciphers),
+            TLS(server_tls_protocols),  TLS(server_tls_ciphers),   TLS(server_tls13_ciphers),
             Key{"conffile", [](const Config& c) { return c.path; }, false},
         };
         std::sort(k.begin(), k.end(), [](const Key& a, const Key& b) { return a.name < b.name; });

@@ -77,7 +77,10 @@ struct App::Impl {
                 co_await t.async_wait(token);
                 continue;
             }
-            session::ClientSession::start(w, net::Stream(std::move(sock)));
+            net::Stream client(std::move(sock));
+            if (auto tec = client.tune(rt.snapshot()->tcp))
+                spdlog::debug("client socket: cannot set TCP keepalive options: {}", tec.message());
+            session::ClientSession::start(w, std::move(client));
         }
     }
 

@@ -2,6 +2,8 @@
 // file-type dispatch of load_file.
 #include "pgrouter/config/config.hpp"
 
+#include <cctype>
+
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -144,6 +146,48 @@ std::string Problem::to_string() const {
     if (!key.empty()) out += key + ": ";
     if (warning) out += "warning: ";
     return out + reason;
+}
+
+std::optional<unsigned> parse_tls_protocols(std::string_view s, std::string& error) {
+    unsigned set = 0;
+    bool any = false;
+    while (!s.empty()) {
+        auto end = s.find_first_of(",: ");
+        std::string word(s.substr(0, end));
+        s.remove_prefix(end == std::string_view::npos ? s.size() : end + 1);
+        if (word.empty()) continue;
+        for (char& c : word) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        bool remove = word[0] == '!';
+        if (remove) word.erase(0, 1);
+        unsigned bits = 0;
+        if (word == "tlsv1.0" || word == "tlsv1") bits = tls1_0;
+        else if (word == "tlsv1.1") bits = tls1_1;
+        else if (word == "tlsv1.2") bits = tls1_2;
+        else if (word == "tlsv1.3") bits = tls1_3;
+        else if (word == "secure" || word == "default") bits = tls1_2 | tls1_3;
+        else if (word == "all" || word == "legacy") bits = tls1_0 | tls1_1 | tls1_2 | tls1_3;
+        if (!bits) {
+            error = "unknown protocol \"" + word + "\"; expected tlsv1.0, tlsv1.1, tlsv1.2, tlsv1.3, secure, all or legacy";
+            return std::nullopt;
+        }
+        set = remove ? set & ~bits : set | bits;
+        any = true;
+    }
+    if (!any || set == 0) {
+        error = "no protocol version left to allow";
+        return std::nullopt;
+    }
+    return set;
+}
+
+std::string openssl_cipher_list(std::string_view s) {
+    std::string v(s);
+    for (char& c : v) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (v == "default" || v == "secure" || v == "fast" || v == "normal") return "";
+    if (v == "all" || v == "insecure") return "ALL";
+    if (v == "compat") return "HIGH:!aNULL";
+    if (v == "legacy") return "HIGH:MEDIUM:!aNULL";
+    return std::string(s);
 }
 
 std::optional<std::int64_t> parse_size(std::string_view s) {

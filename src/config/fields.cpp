@@ -241,6 +241,26 @@ SetResult seconds_field(Owner<M>& o, const SettingValue& v) {
     return to_seconds(v, false, o.*M);
 }
 
+// A duration the kernel takes in milliseconds, in an unsigned int.
+template <auto M>
+SetResult millisecond_seconds_field(Owner<M>& o, const SettingValue& v) {
+    double d = 0;
+    if (auto r = to_seconds(v, false, d); !r.ok()) return r;
+    if (d > INT_MAX / 1000.0) return bad("must be at most " + std::to_string(INT_MAX / 1000) + " seconds");
+    o.*M = d;
+    return ok_result;
+}
+
+template <auto M>
+SetResult tls_protocols_field(Owner<M>& o, const SettingValue& v) {
+    std::string s;
+    if (auto r = to_text(v, s); !r.ok()) return r;
+    std::string error;
+    if (!parse_tls_protocols(s, error)) return bad(error);
+    o.*M = std::move(s);
+    return ok_result;
+}
+
 template <auto M>
 SetResult positive_seconds_field(Owner<M>& o, const SettingValue& v) {
     return to_seconds(v, true, o.*M);
@@ -362,6 +382,7 @@ constexpr Field<Settings> settings_fields[] = {
     {"server_reset_query_always", bool_field<&S::server_reset_query_always>},
     {"server_check_query", string_field<&S::server_check_query>},
     {"server_check_delay", seconds_field<&S::server_check_delay>},
+    {"server_round_robin", bool_field<&S::server_round_robin>},
     {"server_lifetime", seconds_field<&S::server_lifetime>},
     {"server_idle_timeout", seconds_field<&S::server_idle_timeout>},
     {"server_connect_timeout", seconds_field<&S::server_connect_timeout>},
@@ -372,6 +393,12 @@ constexpr Field<Settings> settings_fields[] = {
     {"client_login_timeout", seconds_field<&S::client_login_timeout>},
     {"idle_transaction_timeout", seconds_field<&S::idle_transaction_timeout>},
     {"shutdown_timeout", seconds_field<&S::shutdown_timeout>},
+    // The kernel's limits (MAX_TCP_KEEPCNT, MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL).
+    {"tcp_keepalive", bool_field<&S::tcp_keepalive>},
+    {"tcp_keepcnt", int_field<&S::tcp_keepcnt, 0, 127>},
+    {"tcp_keepidle", int_field<&S::tcp_keepidle, 0, 32767>},
+    {"tcp_keepintvl", int_field<&S::tcp_keepintvl, 0, 32767>},
+    {"tcp_user_timeout", millisecond_seconds_field<&S::tcp_user_timeout>},
     {"ignore_startup_parameters", list_field<&S::ignore_startup_parameters>},
     {"application_name_add_host", bool_field<&S::application_name_add_host>},
     {"log_connections", bool_field<&S::log_connections>},
@@ -393,6 +420,12 @@ constexpr Field<TlsSettings> tls_fields[] = {
     {"server_tls_ca_file", string_field<&Tls::server_tls_ca_file>},
     {"server_tls_cert_file", string_field<&Tls::server_tls_cert_file>},
     {"server_tls_key_file", string_field<&Tls::server_tls_key_file>},
+    {"client_tls_protocols", tls_protocols_field<&Tls::client_tls_protocols>},
+    {"client_tls_ciphers", string_field<&Tls::client_tls_ciphers>},
+    {"client_tls13_ciphers", string_field<&Tls::client_tls13_ciphers>},
+    {"server_tls_protocols", tls_protocols_field<&Tls::server_tls_protocols>},
+    {"server_tls_ciphers", string_field<&Tls::server_tls_ciphers>},
+    {"server_tls13_ciphers", string_field<&Tls::server_tls13_ciphers>},
 };
 
 using D = DatabaseConfig;

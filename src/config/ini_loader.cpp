@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <filesystem>
 
 namespace pgrouter::config {
@@ -17,15 +18,13 @@ constexpr int max_include_depth = 10;  // as PgBouncer
 // PgBouncer [pgbouncer] keys with no pgrouter equivalent: accepted with a warning.
 constexpr std::string_view unsupported_keys[] = {
     "auth_dbname", "auth_ident_file", "auth_ldap_options", "autodb_idle_timeout",
-    "cancel_wait_timeout", "client_tls13_ciphers", "client_tls_ciphers", "client_tls_dheparams",
-    "client_tls_ecdhcurve", "client_tls_protocols", "conffile", "disable_pqexec", "dns_max_ttl",
+    "cancel_wait_timeout", "client_tls_dheparams",
+    "client_tls_ecdhcurve", "conffile", "disable_pqexec", "dns_max_ttl",
     "dns_nxdomain_ttl", "dns_zone_check_period", "job_name", "listen_backlog", "log_pooler_errors",
     "log_stats", "max_db_client_connections", "max_packet_size", "max_user_client_connections",
     "peer_id", "pkt_buf", "query_wait_notify", "resolv_conf", "sbuf_loopcnt", "scram_iterations",
-    "server_fast_close", "server_round_robin", "server_tls13_ciphers", "server_tls_ciphers",
-    "server_tls_protocols", "service_name", "so_reuseport", "suspend_timeout", "syslog",
-    "syslog_facility", "syslog_ident", "tcp_defer_accept", "tcp_keepalive", "tcp_keepcnt",
-    "tcp_keepidle", "tcp_keepintvl", "tcp_socket_buffer", "tcp_user_timeout",
+    "server_fast_close", "service_name", "so_reuseport", "suspend_timeout", "syslog",
+    "syslog_facility", "syslog_ident", "tcp_defer_accept", "tcp_socket_buffer",
     "track_extra_parameters", "transaction_timeout", "unix_socket_group", "unix_socket_mode",
     "user", "verbose", "logfile_rotate", "log_rotate_age", "stats_users_prefix"};
 
@@ -215,8 +214,17 @@ private:
 
     void pgbouncer_key(const std::string& key, const std::string& value, const Pos& at) {
         std::string shown = "pgbouncer." + key;
-        bool tls = key.starts_with("client_tls_") || key.starts_with("server_tls_");
-        SetResult r = set_setting(cfg_, "", key, SettingValue::text(value));
+        bool tls = key.starts_with("client_tls") || key.starts_with("server_tls");
+        auto v = SettingValue::text(value);
+        if (key == "tcp_user_timeout") {
+            // PgBouncer counts it in milliseconds; pgrouter, like every duration, in seconds.
+            std::int64_t ms = 0;
+            auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), ms);
+            if (value.empty() || ec != std::errc{} || end != value.data() + value.size())
+                return add(at, shown, "expected a number of milliseconds, got \"" + value + "\"");
+            v = SettingValue{static_cast<double>(ms) / 1000.0};
+        }
+        SetResult r = set_setting(cfg_, "", key, v);
         if (r.ok()) return note((tls ? "tls." : "pgrouter.") + key, at, shown);
         if (r.status == SetStatus::bad_value) return add(at, shown, r.reason);
         if (listed(unsupported_keys, key))

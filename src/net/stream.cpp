@@ -4,6 +4,8 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <openssl/x509.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -23,6 +25,22 @@ Stream::Stream(tcp_socket s) : s_(std::move(s)) {
 Stream::Stream(unix_socket s) : s_(std::move(s)) {
     error_code ec;
     std::get<unix_socket>(s_).non_blocking(true, ec);
+}
+
+error_code Stream::tune(const TcpTuning& t) {
+    if (is_unix()) return {};
+    int fd = native_handle();
+    auto set = [fd](int level, int name, int value) -> error_code {
+        if (::setsockopt(fd, level, name, &value, sizeof value) != 0)
+            return error_code(errno, boost::system::system_category());
+        return {};
+    };
+    error_code ec = set(SOL_SOCKET, SO_KEEPALIVE, t.keepalive ? 1 : 0);
+    if (!ec && t.keepalive && t.keepcnt > 0) ec = set(IPPROTO_TCP, TCP_KEEPCNT, t.keepcnt);
+    if (!ec && t.keepalive && t.keepidle > 0) ec = set(IPPROTO_TCP, TCP_KEEPIDLE, t.keepidle);
+    if (!ec && t.keepalive && t.keepintvl > 0) ec = set(IPPROTO_TCP, TCP_KEEPINTVL, t.keepintvl);
+    if (!ec && t.user_timeout_ms > 0) ec = set(IPPROTO_TCP, TCP_USER_TIMEOUT, static_cast<int>(t.user_timeout_ms));
+    return ec;
 }
 
 asio::awaitable<error_code> Stream::tls_handshake(asio::ssl::context& ctx,

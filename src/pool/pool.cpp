@@ -129,6 +129,19 @@ stats::Totals Pool::totals() const {
     return t;
 }
 
+std::unique_ptr<ServerConnection> Pool::take_idle(Shard& sh, bool round_robin) {
+    std::unique_ptr<ServerConnection> s;
+    if (round_robin) {
+        s = std::move(sh.idle.front());
+        sh.idle.erase(sh.idle.begin());
+    } else {
+        s = std::move(sh.idle.back());
+        sh.idle.pop_back();
+    }
+    sh.idle_count.fetch_sub(1);
+    return s;
+}
+
 bool Pool::try_reserve_slot_locked(bool allow_reserve) {
     int cap = settings_.pool_size + (allow_reserve ? settings_.reserve_pool_size : 0);
     if (total_ >= cap) return false;
@@ -162,9 +175,7 @@ asio::awaitable<AcquireResult> Pool::acquire(app::Worker& w, Clock::time_point d
     const Settings& st = *settings_now;
     // Fast path: an idle server on this worker.
     while (!sh.idle.empty()) {
-        auto s = std::move(sh.idle.back());
-        sh.idle.pop_back();
-        sh.idle_count.fetch_sub(1);
+        auto s = take_idle(sh, st.round_robin);
         auto now = Clock::now();
         if (!vetted(w, s, st, now)) continue;
         if (check_due(*s, st, now) && !co_await run_check(w, s, st)) continue;
@@ -407,10 +418,9 @@ bool Pool::deliver(app::Worker& w, std::unique_ptr<ServerConnection>& s) {
 
 void Pool::offer(app::Worker& w) {
     auto& sh = *shards_[w.index()];
+    bool round_robin = settings_ptr_.load()->round_robin;
     while (n_waiters_.load() > 0 && !sh.idle.empty()) {
-        auto s = std::move(sh.idle.back());
-        sh.idle.pop_back();
-        sh.idle_count.fetch_sub(1);
+        auto s = take_idle(sh, round_robin);
         if (!deliver(w, s)) {
             sh.idle.push_back(std::move(s));
             sh.idle_count.fetch_add(1);

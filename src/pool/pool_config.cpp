@@ -57,6 +57,7 @@ void apply_config(Pool& pool, const app::Snapshot& snap, const config::DatabaseC
     ps.server_check_delay = st.server_check_delay;
     ps.server_check_query = st.server_check_query;
     ps.check_idle_always = !db.cluster.empty();
+    ps.round_robin = st.server_round_robin;
     pool.configure(ps, target);
     int max_user = st.max_user_connections;
     if (auto u = cfg.users.find(user); u != cfg.users.end() && u->second.max_user_connections >= 0)

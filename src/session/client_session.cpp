@@ -17,6 +17,7 @@
 #include <boost/asio/bind_allocator.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl/error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
 
@@ -321,6 +322,11 @@ asio::awaitable<void> ClientSession::serve() {
             }
             data = act_->read_buf;
             cap = act_->read_cap;
+        }
+        if (rec && rec != asio::error::eof && rec != asio::ssl::error::stream_truncated && !closing_) {
+            // Reset, or found dead by keepalive / tcp_user_timeout: say so in the log.
+            note_reason(sqlstate::connection_failure, "client connection lost: " + rec.message());
+            client_broken_ = true;  // nobody left to send an error to
         }
         if (rec || n == 0 || closing_) break;
         // The chunk's work has a frame of its own, alive only while it runs.

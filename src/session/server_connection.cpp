@@ -176,6 +176,8 @@ asio::awaitable<std::pair<std::unique_ptr<ServerConnection>, ServerResult>> Serv
         co_return Ret{nullptr, fail(sqlstate::connection_failure,
                                     "could not connect to server " + where + ": " + opened->first.message())};
     auto snap = rt.snapshot();
+    if (auto tec = opened->second->tune(snap->tcp))
+        spdlog::debug("server {}: cannot set TCP keepalive options: {}", where, tec.message());
     auto mode = snap->config->tls.server_tls_sslmode;
     if (snap->server_tls && mode != config::SslMode::disable && !target.unix_socket()) {
         auto& s = *opened->second;

@@ -416,6 +416,8 @@ def render_ini(settings, databases, users, tls):
     for k, v in list(settings.items()) + list((tls or {}).items()):
         if k in PGBOUNCER_UNSUPPORTED:
             continue
+        if k == "tcp_user_timeout":  # seconds in the tests (and pgrouter.toml); milliseconds in pgbouncer.ini
+            v = int(round(v * 1000))
         out.append(f"{k} = {ini_value(v)}")
     return "\n".join(out) + "\n"
 

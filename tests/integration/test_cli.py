@@ -97,6 +97,19 @@ def test_check_bad_config_names_each_key_with_its_line(tmp_path):
         assert lineno in [n for _, n in problems[key]], f"{key}: expected line {lineno}:\n{out}"
 
 
+def test_check_ini_warnings_are_one_line_each_in_the_same_form(tmp_path):
+    """Keys pgrouter does not implement are warnings (exit 0), printed as
+    `file:line: key: warning: reason`, like the errors."""
+    (tmp_path / "userlist.txt").write_text('"app_md5" "md5-secret"\n')
+    path = tmp_path / "pgbouncer.ini"
+    path.write_text("[databases]\ntestdb = host=127.0.0.1 port=5432\n[pgbouncer]\nlisten_port = 6432\n"
+                    f"auth_file = {tmp_path}/userlist.txt\ntcp_defer_accept = 1\ntcp_keepidle = 30\n")
+    r = pgrouter_cmd("--check", path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stderr.splitlines() == [f"{path}:6: pgbouncer.tcp_defer_accept: warning: not supported by pgrouter, "
+                                     "ignored"], r.stderr
+
+
 def test_check_missing_auth_file(tmp_path):
     body = good_config(tmp_path).replace(f'{tmp_path}/userlist.txt', f'{tmp_path}/nope.txt')
     path = write_config(tmp_path, body)

@@ -429,3 +429,36 @@ def test_reload_raising_pool_size_serves_queued_clients(pgrouter, pg, role):
     finally:
         holder.rollback()
         holder.close()
+
+
+# --------------------------------------------------------------------------- server_round_robin
+
+@pytest.mark.parametrize("round_robin", [False, True])
+def test_server_round_robin_decides_which_idle_server_is_reused(pgrouter, pg, role, round_robin):
+    """Three idle servers; six transactions one after another. By default the most
+    recently used server serves them all (LIFO: few hot servers); with
+    server_round_robin each takes the least recently used one, so they cycle."""
+    p = start(pgrouter, {"default_pool_size": 3, "workers": 1, "server_round_robin": round_robin,
+                         "server_check_delay": 3600})
+    holders = [connect(p) for _ in range(3)]
+    try:
+        for h in holders:
+            h.autocommit = False
+            one(h, "SELECT 1")  # each holds a server until its commit
+        opened = {one(h, "SELECT pg_backend_pid()") for h in holders}
+        assert len(opened) == 3
+        for h in holders:
+            h.commit()
+    finally:
+        for h in holders:
+            h.close()
+    c = connect(p)
+    try:
+        used = [one(c, "SELECT pg_backend_pid()") for _ in range(6)]
+    finally:
+        c.close()
+    assert set(used) <= opened
+    if round_robin:
+        assert len(set(used[:3])) == 3 and used[3:] == used[:3], used
+    else:
+        assert len(set(used)) == 1, used

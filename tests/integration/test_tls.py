@@ -124,10 +124,11 @@ def ssl_request(p, timeout=10.0):
     return c, c.read_byte()
 
 
-def tls_wire(p, cert=None, key=None, ca=None, timeout=10.0):
+def tls_wire(p, cert=None, key=None, ca=None, timeout=10.0, tweak=None):
     """A raw-protocol client that negotiated TLS (SSLRequest, 'S', handshake), not logged in.
 
-    ca: verify the pooler's certificate against it (and its name, 127.0.0.1)."""
+    ca: verify the pooler's certificate against it (and its name, 127.0.0.1);
+    tweak: called with the client's SSLContext before the handshake."""
     c, answer = ssl_request(p, timeout)
     if answer != b"S":
         c.close()
@@ -140,6 +141,8 @@ def tls_wire(p, cert=None, key=None, ca=None, timeout=10.0):
         ctx.verify_mode = ssl.CERT_NONE
     if cert:
         ctx.load_cert_chain(cert, key)
+    if tweak:
+        tweak(ctx)
     try:
         c.sock = ctx.wrap_socket(c.sock, server_hostname=p.host)
     except BaseException:
@@ -609,3 +612,94 @@ def test_tls_on_both_sides(pgrouter, tls_pg, certs):
         assert ssl_in_use(conn) is True
         cur.execute("SELECT ssl, current_user FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
         assert cur.fetchone() == (True, "app_scram")
+
+
+# --------------------------------------------------------------------------- protocols and ciphers
+
+def capped(version):
+    def tweak(ctx):
+        ctx.maximum_version = version
+    return tweak
+
+
+def negotiated(p, tweak=None):
+    """(protocol, cipher) of a TLS login to the pooler."""
+    c = tls_wire(p, tweak=tweak)
+    try:
+        c.login("app_md5", "testdb", PASSWORDS["app_md5"])
+        assert c.scalar("SELECT 1") == "1"
+        return c.sock.version(), c.sock.cipher()[0]
+    finally:
+        c.terminate()
+
+
+def test_client_tls_protocols_limit_the_versions_clients_may_use(pgrouter, certs):
+    only13 = pgrouter(tls=dict(client_tls(certs, "require", ca=False), client_tls_protocols="tlsv1.3"))
+    assert negotiated(only13)[0] == "TLSv1.3"
+    with pytest.raises(ssl.SSLError):
+        negotiated(only13, capped(ssl.TLSVersion.TLSv1_2))
+    only12 = pgrouter(tls=dict(client_tls(certs, "require", ca=False), client_tls_protocols="tlsv1.2"))
+    assert negotiated(only12)[0] == "TLSv1.2"
+    # The default ("secure"): TLS 1.2 and 1.3, nothing older.
+    default = pgrouter(tls=client_tls(certs, "require", ca=False))
+    assert negotiated(default)[0] == "TLSv1.3"
+    assert negotiated(default, capped(ssl.TLSVersion.TLSv1_2))[0] == "TLSv1.2"
+
+    def tls11(ctx):
+        ctx.minimum_version = ssl.TLSVersion.TLSv1
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+        ctx.set_ciphers("ALL:@SECLEVEL=0")
+    with pytest.raises(ssl.SSLError):
+        negotiated(default, tls11)
+
+
+def test_client_tls_ciphers_choose_the_tls12_cipher(pgrouter, certs):
+    p = pgrouter(tls=dict(client_tls(certs, "require", ca=False), client_tls_protocols="tlsv1.2",
+                          client_tls_ciphers="ECDHE-ECDSA-CHACHA20-POLY1305"))
+    assert negotiated(p) == ("TLSv1.2", "ECDHE-ECDSA-CHACHA20-POLY1305")
+
+    def other_cipher(ctx):
+        ctx.set_ciphers("ECDHE-ECDSA-AES256-GCM-SHA384")
+    with pytest.raises(ssl.SSLError):
+        negotiated(p, other_cipher)
+
+
+@pytest.mark.pgrouter_only("client_tls13_ciphers is newer than PgBouncer 1.18")
+def test_client_tls13_ciphers_choose_the_tls13_suite(pgrouter, certs):
+    p = pgrouter(tls=dict(client_tls(certs, "require", ca=False), client_tls13_ciphers="TLS_CHACHA20_POLY1305_SHA256"))
+    assert negotiated(p) == ("TLSv1.3", "TLS_CHACHA20_POLY1305_SHA256")
+
+
+@pytest.mark.pgrouter_only("pgrouter refuses a cipher list that matches nothing; PgBouncer 1.18 only logs it")
+def test_bad_cipher_list_is_refused_at_start_and_on_reload(pgrouter, certs):
+    bad = pgrouter(tls=dict(client_tls(certs, "require", ca=False), client_tls_ciphers="NO-SUCH-CIPHER"),
+                   start=False)
+    bad.write_config(None)
+    r = subprocess.run([str(helpers.PGROUTER_BIN), str(bad.config_path)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert 'tls.client_tls_ciphers: no cipher matches "NO-SUCH-CIPHER"' in r.stderr, r.stderr
+    p = pgrouter(tls=client_tls(certs, "require", ca=False))
+    p.tls["client_tls_ciphers"] = "NO-SUCH-CIPHER"
+    p.write_config(None)
+    with pytest.raises(psycopg2.Error) as err:
+        p.admin("RELOAD")
+    assert "client_tls_ciphers" in str(err.value)
+    assert negotiated(p)[0] == "TLSv1.3"  # the running configuration stays
+    assert ("client_tls_ciphers", "default") in [(k, v) for k, v, *_ in p.admin("SHOW CONFIG")]
+
+
+def pgrouter_backend_tls(p):
+    """(version, cipher) of the TLS connection the pooler uses to the server."""
+    with p.connect() as conn, conn.cursor() as cur:
+        cur.execute("SELECT version, cipher FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        return cur.fetchone()
+
+
+def test_server_tls_protocols_and_ciphers(pgrouter, tls_pg):
+    db = tls_pg_db(tls_pg)
+    assert pgrouter_backend_tls(pgrouter({"auth_type": "md5"}, databases=db,
+                                         tls={"server_tls_sslmode": "require"}))[0] == "TLSv1.3"
+    p = pgrouter({"auth_type": "md5"}, databases=db,
+                 tls={"server_tls_sslmode": "require", "server_tls_protocols": "tlsv1.2",
+                      "server_tls_ciphers": "ECDHE-ECDSA-AES256-GCM-SHA384"})
+    assert pgrouter_backend_tls(p) == ("TLSv1.2", "ECDHE-ECDSA-AES256-GCM-SHA384")

@@ -205,6 +205,57 @@ TEST(IniSettings, KeysMapOntoSettingsAndTls) {
     EXPECT_EQ(r.config->tls.server_tls_sslmode, cfg::SslMode::verify_full);
 }
 
+TEST(IniSettings, TcpKeepaliveKeysAndUserTimeoutInMilliseconds) {
+    auto r = load(lines({
+        "[pgbouncer]",
+        "tcp_keepalive = 0",
+        "tcp_keepcnt = 4",
+        "tcp_keepidle = 30",
+        "tcp_keepintvl = 5",
+        "tcp_user_timeout = 2500",
+        "server_round_robin = 1",
+    }));
+    ASSERT_TRUE(r.ok()) << dump(r);
+    EXPECT_TRUE(r.problems.empty()) << dump(r);
+    const cfg::Settings& s = r.config->settings;
+    EXPECT_FALSE(s.tcp_keepalive);
+    EXPECT_EQ(s.tcp_keepcnt, 4);
+    EXPECT_EQ(s.tcp_keepidle, 30);
+    EXPECT_EQ(s.tcp_keepintvl, 5);
+    EXPECT_DOUBLE_EQ(s.tcp_user_timeout, 2.5);  // PgBouncer's milliseconds, pgrouter's seconds
+    EXPECT_TRUE(s.server_round_robin);
+    auto d = load(lines({"[pgbouncer]"}));
+    ASSERT_TRUE(d.ok()) << dump(d);
+    EXPECT_TRUE(d.config->settings.tcp_keepalive);  // PgBouncer's default: on
+    EXPECT_DOUBLE_EQ(d.config->settings.tcp_user_timeout, 0.0);
+    EXPECT_FALSE(d.config->settings.server_round_robin);
+
+    expect_error(lines({"[pgbouncer]", "tcp_user_timeout = 2.5s"}), "pgbouncer.tcp_user_timeout", 2,
+                 "expected a number of milliseconds, got \"2.5s\"");
+    expect_error(lines({"[pgbouncer]", "tcp_user_timeout = 1.5"}), "pgbouncer.tcp_user_timeout", 2,
+                 "milliseconds");
+    expect_error(lines({"[pgbouncer]", "tcp_user_timeout = -1"}), "pgbouncer.tcp_user_timeout", 2, ">= 0");
+    expect_error(lines({"[pgbouncer]", "tcp_user_timeout = 99999999999"}), "pgbouncer.tcp_user_timeout", 2,
+                 "at most");
+    expect_error(lines({"[pgbouncer]", "tcp_keepcnt = 200"}), "pgbouncer.tcp_keepcnt", 2, "between 0 and 127");
+    expect_error(lines({"[pgbouncer]", "tcp_keepidle = -1"}), "pgbouncer.tcp_keepidle", 2,
+                 "between 0 and 32767");
+    expect_error(lines({"[pgbouncer]", "tcp_keepalive = sometimes"}), "pgbouncer.tcp_keepalive", 2,
+                 "expected a boolean");
+}
+
+TEST(IniSettings, TlsProtocolsAndCiphers) {
+    auto r = load(lines({"[pgbouncer]", "client_tls_protocols = tlsv1.2,tlsv1.3", "client_tls_ciphers = fast",
+                         "server_tls_protocols = secure", "server_tls13_ciphers = TLS_AES_128_GCM_SHA256"}));
+    ASSERT_TRUE(r.ok()) << dump(r);
+    EXPECT_TRUE(r.problems.empty()) << dump(r);
+    EXPECT_EQ(r.config->tls.client_tls_protocols, "tlsv1.2,tlsv1.3");
+    EXPECT_EQ(r.config->tls.client_tls_ciphers, "fast");
+    EXPECT_EQ(r.config->tls.server_tls13_ciphers, "TLS_AES_128_GCM_SHA256");
+    expect_error(lines({"[pgbouncer]", "client_tls_protocols = tlsv2"}), "pgbouncer.client_tls_protocols", 2,
+                 "unknown protocol");
+}
+
 TEST(IniSettings, PgbouncerDefaultsWhenAbsent) {
     auto r = load(lines({"[pgbouncer]"}));
     ASSERT_TRUE(r.ok()) << dump(r);
@@ -235,9 +286,9 @@ TEST(IniSettings, UnsupportedAndUnknownKeysAreWarnings) {
     auto r = load(lines({
         "[pgbouncer]",
         "so_reuseport = 1",
-        "tcp_keepalive = 1",
+        "tcp_defer_accept = 1",
         "dns_max_ttl = 15",
-        "server_round_robin = 1",
+        "suspend_timeout = 10",
         "listen_prot = 6432",
         "listen_port = 7000",
         "[peers]",
@@ -250,9 +301,9 @@ TEST(IniSettings, UnsupportedAndUnknownKeysAreWarnings) {
     EXPECT_EQ(r.problems[0].to_string(),
               "/etc/pgbouncer/pgbouncer.ini:2: pgbouncer.so_reuseport: warning: not supported by pgrouter, "
               "ignored");
-    EXPECT_EQ(find(r, "pgbouncer.tcp_keepalive")->line, 3);
+    EXPECT_EQ(find(r, "pgbouncer.tcp_defer_accept")->line, 3);
     EXPECT_EQ(find(r, "pgbouncer.dns_max_ttl")->reason, "not supported by pgrouter, ignored");
-    EXPECT_EQ(find(r, "pgbouncer.server_round_robin")->line, 5);
+    EXPECT_EQ(find(r, "pgbouncer.suspend_timeout")->line, 5);
     EXPECT_EQ(find(r, "pgbouncer.listen_prot")->reason, "unknown key, ignored");
     EXPECT_EQ(find(r, "peers")->line, 8);
 }

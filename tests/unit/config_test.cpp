@@ -286,6 +286,85 @@ TEST(TomlErrors, OutOfRange) {
                  "clusters.c.max_replica_lag", 3, ">= 0");
 }
 
+TEST(TlsProtocols, PgbouncerSyntax) {
+    std::string error;
+    const std::pair<const char*, unsigned> good[] = {
+        {"secure", cfg::tls1_2 | cfg::tls1_3},
+        {"default", cfg::tls1_2 | cfg::tls1_3},
+        {"all", 15},
+        {"legacy", 15},
+        {"tlsv1.3", cfg::tls1_3},
+        {"TLSv1.2", cfg::tls1_2},
+        {"tlsv1.0,tlsv1.1", cfg::tls1_0 | cfg::tls1_1},
+        {"tlsv1:tlsv1.3", cfg::tls1_0 | cfg::tls1_3},
+        {"all,!tlsv1.0,!tlsv1.1", cfg::tls1_2 | cfg::tls1_3},
+        {" tlsv1.2 , tlsv1.3 ", cfg::tls1_2 | cfg::tls1_3},
+    };
+    for (const auto& [text, want] : good) {
+        auto got = cfg::parse_tls_protocols(text, error);
+        ASSERT_TRUE(got) << text << ": " << error;
+        EXPECT_EQ(*got, want) << text;
+    }
+    EXPECT_FALSE(cfg::parse_tls_protocols("tlsv1.4", error));
+    EXPECT_NE(error.find("unknown protocol \"tlsv1.4\""), std::string::npos) << error;
+    EXPECT_FALSE(cfg::parse_tls_protocols("", error));
+    EXPECT_EQ(error, "no protocol version left to allow");
+    EXPECT_FALSE(cfg::parse_tls_protocols("tlsv1.2,!tlsv1.2", error));
+    EXPECT_FALSE(cfg::parse_tls_protocols(",", error));
+}
+
+TEST(TlsCiphers, Shortcuts) {
+    EXPECT_EQ(cfg::openssl_cipher_list("default"), "");
+    EXPECT_EQ(cfg::openssl_cipher_list("fast"), "");
+    EXPECT_EQ(cfg::openssl_cipher_list("Secure"), "");
+    EXPECT_EQ(cfg::openssl_cipher_list("all"), "ALL");
+    EXPECT_EQ(cfg::openssl_cipher_list("compat"), "HIGH:!aNULL");
+    EXPECT_EQ(cfg::openssl_cipher_list("ECDHE-ECDSA-AES256-GCM-SHA384"), "ECDHE-ECDSA-AES256-GCM-SHA384");
+}
+
+TEST(TomlSettings, TlsProtocolKeys) {
+    auto r = cfg::load_toml_string(lines({"[tls]", "client_tls_protocols = \"tlsv1.3\"",
+                                          "server_tls_ciphers = \"HIGH\"",
+                                          "client_tls13_ciphers = \"TLS_AES_256_GCM_SHA384\""}),
+                                   "t.toml");
+    ASSERT_TRUE(r.ok()) << dump(r);
+    EXPECT_EQ(r.config->tls.client_tls_protocols, "tlsv1.3");
+    EXPECT_EQ(r.config->tls.server_tls_protocols, "secure");
+    EXPECT_EQ(r.config->tls.server_tls_ciphers, "HIGH");
+    EXPECT_EQ(r.config->tls.client_tls13_ciphers, "TLS_AES_256_GCM_SHA384");
+    expect_error(lines({"[tls]", "server_tls_protocols = \"ssl3\""}), "tls.server_tls_protocols", 2,
+                 "unknown protocol \"ssl3\"");
+    expect_error(lines({"[tls]", "client_tls_protocols = 13"}), "tls.client_tls_protocols", 2, "expected a string");
+}
+
+TEST(TomlSettings, TcpKeepaliveKeys) {
+    auto r = cfg::load_toml_string(lines({"[pgrouter]", "tcp_keepalive = false", "tcp_keepcnt = 3",
+                                          "tcp_keepidle = 60", "tcp_keepintvl = 10", "tcp_user_timeout = 1.5",
+                                          "server_round_robin = true"}),
+                                   "t.toml");
+    ASSERT_TRUE(r.ok()) << dump(r);
+    const cfg::Settings& s = r.config->settings;
+    EXPECT_FALSE(s.tcp_keepalive);
+    EXPECT_EQ(s.tcp_keepcnt, 3);
+    EXPECT_EQ(s.tcp_keepidle, 60);
+    EXPECT_EQ(s.tcp_keepintvl, 10);
+    EXPECT_DOUBLE_EQ(s.tcp_user_timeout, 1.5);  // seconds, like every duration in the TOML file
+    EXPECT_TRUE(s.server_round_robin);
+    const cfg::Settings defaults;
+    EXPECT_TRUE(defaults.tcp_keepalive);
+    EXPECT_EQ(defaults.tcp_keepidle, 0);
+    EXPECT_FALSE(defaults.server_round_robin);
+
+    expect_error(lines({"[pgrouter]", "tcp_keepcnt = 128"}), "pgrouter.tcp_keepcnt", 2, "between 0 and 127");
+    expect_error(lines({"[pgrouter]", "tcp_keepintvl = 40000"}), "pgrouter.tcp_keepintvl", 2,
+                 "between 0 and 32767");
+    expect_error(lines({"[pgrouter]", "tcp_keepidle = 1.5"}), "pgrouter.tcp_keepidle", 2, "expected an integer");
+    expect_error(lines({"[pgrouter]", "tcp_user_timeout = -2"}), "pgrouter.tcp_user_timeout", 2, ">= 0");
+    expect_error(lines({"[pgrouter]", "tcp_user_timeout = 3000000"}), "pgrouter.tcp_user_timeout", 2,
+                 "at most 2147483 seconds");
+    expect_error(lines({"[pgrouter]", "tcp_keepalive = 1"}), "pgrouter.tcp_keepalive", 2, "expected a boolean");
+}
+
 TEST(TomlErrors, BadEnum) {
     expect_error(lines({"[pgrouter]", "pool_mode = \"sessions\""}), "pgrouter.pool_mode", 2,
                  "expected one of: session, transaction, statement");

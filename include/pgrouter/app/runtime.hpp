@@ -4,6 +4,7 @@
 
 #include "pgrouter/auth/auth.hpp"
 #include "pgrouter/config/config.hpp"
+#include "pgrouter/net/tcp_tuning.hpp"
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ssl/context.hpp>
@@ -45,6 +46,7 @@ struct Snapshot {
     std::vector<auth::HbaRule> hba;
     std::shared_ptr<asio::ssl::context> client_tls;  // null when client TLS is disabled
     std::shared_ptr<asio::ssl::context> server_tls;  // null when server TLS is disabled
+    net::TcpTuning tcp;                              // tcp_keepalive, tcp_keep*, tcp_user_timeout
     std::uint64_t generation = 0;
 };
 

@@ -53,6 +53,7 @@ struct Settings {  // [pgrouter]
     bool server_reset_query_always = false;
     std::string server_check_query;
     double server_check_delay = 30.0;
+    bool server_round_robin = false;  // idle servers reused least recently used first
     double server_lifetime = 3600.0;
     double server_idle_timeout = 600.0;
     double server_connect_timeout = 15.0;
@@ -63,6 +64,13 @@ struct Settings {  // [pgrouter]
     double client_login_timeout = 60.0;
     double idle_transaction_timeout = 0.0;
     double shutdown_timeout = 30.0;
+    // TCP keepalive and TCP_USER_TIMEOUT on client and server TCP connections, as
+    // PgBouncer's tcp_* keys; 0 = the operating system's default.
+    bool tcp_keepalive = true;
+    int tcp_keepcnt = 0;             // unanswered probes before the connection is dropped
+    int tcp_keepidle = 0;            // seconds idle before the first probe
+    int tcp_keepintvl = 0;           // seconds between probes
+    double tcp_user_timeout = 0.0;   // seconds sent data may stay unacknowledged
     std::vector<std::string> ignore_startup_parameters{"extra_float_digits"};
     bool application_name_add_host = false;
     bool log_connections = true;
@@ -83,6 +91,13 @@ struct TlsSettings {  // [tls]
     std::string server_tls_ca_file;
     std::string server_tls_cert_file;
     std::string server_tls_key_file;
+    // Allowed protocol versions and ciphers, as PgBouncer's keys (see parse_tls_protocols).
+    std::string client_tls_protocols = "secure";
+    std::string client_tls_ciphers = "default";  // OpenSSL syntax (TLS 1.2 and lower) or a shortcut
+    std::string client_tls13_ciphers;            // TLS 1.3 suites, ':'-separated; "" = OpenSSL's
+    std::string server_tls_protocols = "secure";
+    std::string server_tls_ciphers = "default";
+    std::string server_tls13_ciphers;
 };
 
 struct DiscoveryConfig {  // [clusters.X.discovery]
@@ -179,6 +194,17 @@ struct LoadResult {
 LoadResult load_file(const std::string& path);
 LoadResult load_toml_string(std::string_view text, const std::string& path_for_messages);
 LoadResult load_ini_string(std::string_view text, const std::string& path_for_messages);
+
+// TLS protocol versions, as a bit set: 1 = TLS 1.0, 2 = 1.1, 4 = 1.2, 8 = 1.3.
+enum TlsProtocol : unsigned { tls1_0 = 1, tls1_1 = 2, tls1_2 = 4, tls1_3 = 8 };
+// PgBouncer's tls_protocols syntax: "tlsv1.0".."tlsv1.3" and the shortcuts "secure"
+// (1.2 and 1.3), "all" / "legacy" (every version), separated by ',' or ':'; a '!'
+// before one removes it. nullopt (and `error`) on an unknown word or an empty set.
+std::optional<unsigned> parse_tls_protocols(std::string_view, std::string& error);
+// A tls_ciphers value for OpenSSL: "" for OpenSSL's own list (the shortcuts "default",
+// "secure", "fast", "normal"), "ALL" for "all" / "insecure", "HIGH:!aNULL" for
+// "compat", "HIGH:MEDIUM:!aNULL" for "legacy", anything else as written.
+std::string openssl_cipher_list(std::string_view);
 
 // Parses "16MB", "1GB", "512kB", "123" (bytes); nullopt on bad input.
 std::optional<std::int64_t> parse_size(std::string_view);

@@ -1,6 +1,8 @@
 // A byte stream to a client or a server: TCP, unix socket, or TLS over TCP.
 #pragma once
 
+#include "pgrouter/net/tcp_tuning.hpp"
+
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -48,6 +50,8 @@ public:
     // For a connection that should be silent (an idle server): true when the peer
     // closed it or sent something unasked (a termination notice). One MSG_PEEK.
     bool peer_spoke();
+    // Applies `t` to a TCP connection (TLS included); nothing for a unix socket.
+    error_code tune(const TcpTuning& t);
     void cancel();
     void close();
     bool is_open() const;

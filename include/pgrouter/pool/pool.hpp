@@ -66,6 +66,9 @@ struct Settings {
     // Servers with an idle watch (plain TCP and unix sockets) are always looked at, for
     // free; this decides the MSG_PEEK for the others (TLS).
     bool check_idle_always = false;
+    // server_round_robin: hand out the least recently used idle server (spreads load
+    // over a round-robin address) instead of the most recent (keeps few servers hot).
+    bool round_robin = false;
 };
 
 // A global cap shared by several pools (max_db_connections, max_user_connections).
@@ -157,6 +160,8 @@ private:
         std::atomic<int> idle_count{0};
         stats::Counters counters;
     };
+    // The next idle server of `sh` to hand out (most or least recently used, per round_robin).
+    static std::unique_ptr<ServerConnection> take_idle(Shard& sh, bool round_robin);
     bool try_reserve_slot_locked(bool allow_reserve);
     void release_slot_locked();
     asio::awaitable<AcquireResult> connect_new(app::Worker& w, Clock::time_point deadline);
