@@ -148,15 +148,22 @@ std::string Problem::to_string() const {
     return out + reason;
 }
 
+namespace {
+std::string lowered(std::string_view s) {
+    std::string out(s);
+    for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return out;
+}
+}  // namespace
+
 std::optional<unsigned> parse_tls_protocols(std::string_view s, std::string& error) {
     unsigned set = 0;
     bool any = false;
     while (!s.empty()) {
         auto end = s.find_first_of(",: ");
-        std::string word(s.substr(0, end));
+        std::string word = lowered(s.substr(0, end));
         s.remove_prefix(end == std::string_view::npos ? s.size() : end + 1);
         if (word.empty()) continue;
-        for (char& c : word) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
         bool remove = word[0] == '!';
         if (remove) word.erase(0, 1);
         unsigned bits = 0;
@@ -181,8 +188,7 @@ std::optional<unsigned> parse_tls_protocols(std::string_view s, std::string& err
 }
 
 std::string openssl_cipher_list(std::string_view s) {
-    std::string v(s);
-    for (char& c : v) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    std::string v = lowered(s);
     if (v == "default" || v == "secure" || v == "fast" || v == "normal") return "";
     if (v == "all" || v == "insecure") return "ALL";
     if (v == "compat") return "HIGH:!aNULL";
