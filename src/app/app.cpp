@@ -23,10 +23,13 @@
 
 #include <malloc.h>
 
+#include <cerrno>
 #include <csignal>
+#include <cstring>
 #include <future>
 #include <cstdio>
 #include <fcntl.h>
+#include <grp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -199,7 +202,7 @@ struct App::Impl {
                     if (addr.is_v6()) acc->set_option(asio::ip::v6_only(true), ec);
                 }
                 if (!ec) acc->bind(ep, ec);
-                if (!ec) acc->listen(1024, ec);
+                if (!ec) acc->listen(st.listen_backlog, ec);
                 if (ec) {
                     spdlog::critical("cannot listen on {}:{}: {}", a, st.listen_port, ec.message());
                     return false;
@@ -214,12 +217,23 @@ struct App::Impl {
             unix_acceptor = std::make_unique<unix_proto::acceptor>(rt.workers[0]->ctx());
             unix_acceptor->open(unix_proto(), ec);
             if (!ec) unix_acceptor->bind(unix_proto::endpoint(unix_path), ec);
-            if (!ec) unix_acceptor->listen(1024, ec);
+            if (!ec) unix_acceptor->listen(st.listen_backlog, ec);
             if (ec) {
                 spdlog::critical("cannot listen on unix socket {}: {}", unix_path, ec.message());
                 return false;
             }
-            ::chmod(unix_path.c_str(), 0777);
+            if (::chmod(unix_path.c_str(), static_cast<mode_t>(st.unix_socket_mode)) != 0) {
+                spdlog::critical("unix_socket_mode: cannot chmod {}: {}", unix_path, std::strerror(errno));
+                return false;
+            }
+            if (!st.unix_socket_group.empty()) {
+                struct group* g = ::getgrnam(st.unix_socket_group.c_str());
+                if (!g || ::chown(unix_path.c_str(), static_cast<uid_t>(-1), g->gr_gid) != 0) {
+                    spdlog::critical("unix_socket_group: cannot give {} to group {}: {}", unix_path,
+                                     st.unix_socket_group, g ? std::strerror(errno) : "no such group");
+                    return false;
+                }
+            }
         }
         return true;
     }

@@ -251,6 +251,25 @@ SetResult millisecond_seconds_field(Owner<M>& o, const SettingValue& v) {
     return ok_result;
 }
 
+// Unix permission bits: octal text ("0777", "660", as pgbouncer.ini writes them) or
+// an integer (TOML 0o777).
+template <auto M>
+SetResult file_mode_field(Owner<M>& o, const SettingValue& v) {
+    std::int64_t mode = 0;
+    if (const auto* text = std::get_if<std::string>(&v.data)) {
+        auto [ptr, ec] = std::from_chars(text->data(), text->data() + text->size(), mode, 8);
+        if (text->empty() || ec != std::errc{} || ptr != text->data() + text->size())
+            return bad("expected an octal mode like \"0777\", got " + quoted(*text));
+    } else if (const auto* i = std::get_if<std::int64_t>(&v.data)) {
+        mode = *i;
+    } else {
+        return wrong_type(v, "an octal mode (string \"0777\" or integer 0o777)");
+    }
+    if (mode < 0 || mode > 0777) return bad("must be between 0 and 0777 (octal)");
+    o.*M = static_cast<int>(mode);
+    return ok_result;
+}
+
 template <auto M>
 SetResult tls_protocols_field(Owner<M>& o, const SettingValue& v) {
     std::string s;
@@ -361,6 +380,9 @@ constexpr Field<Settings> settings_fields[] = {
     {"listen_addr", list_field<&S::listen_addr>},
     {"listen_port", port_field<&S::listen_port>},
     {"unix_socket_dir", string_field<&S::unix_socket_dir>},
+    {"unix_socket_mode", file_mode_field<&S::unix_socket_mode>},
+    {"unix_socket_group", string_field<&S::unix_socket_group>},
+    {"listen_backlog", int_field<&S::listen_backlog, 1, 65535>},
     {"workers", int_field<&S::workers, 0, 1024>},
     {"auth_type", enum_field<&S::auth_type>},
     {"auth_file", string_field<&S::auth_file>},
@@ -407,6 +429,7 @@ constexpr Field<Settings> settings_fields[] = {
     {"logfile", string_field<&S::logfile>},
     {"pidfile", string_field<&S::pidfile>},
     {"stats_period", positive_seconds_field<&S::stats_period>},
+    {"log_stats", bool_field<&S::log_stats>},
     {"metrics_listen", listen_field<&S::metrics_listen>},
 };
 

@@ -4,6 +4,8 @@
 
 #include <filesystem>
 
+#include <grp.h>
+
 namespace pgrouter::config {
 
 namespace {
@@ -103,6 +105,8 @@ private:
         const Settings& s = cfg_.settings;
         if (s.listen_addr.empty() && s.unix_socket_dir.empty())
             error("pgrouter.listen_addr", "nothing to listen on: listen_addr and unix_socket_dir are both empty");
+        if (!s.unix_socket_group.empty() && !::getgrnam(s.unix_socket_group.c_str()))
+            error("pgrouter.unix_socket_group", "no group named \"" + s.unix_socket_group + "\"");
     }
 
     void check_auth() {

@@ -50,7 +50,8 @@ asio::awaitable<void> stats_logger(app::Runtime& rt) {
         if (ec) co_return;
         auto now = std::chrono::steady_clock::now();
         auto cur = sum_all(rt);
-        spdlog::info("{}", stats_line(prev, cur, std::chrono::duration<double>(now - prev_at).count()));
+        if (rt.snapshot()->config->settings.log_stats)
+            spdlog::info("{}", stats_line(prev, cur, std::chrono::duration<double>(now - prev_at).count()));
         prev = cur;
         prev_at = now;
     }

@@ -244,6 +244,19 @@ TEST(IniSettings, TcpKeepaliveKeysAndUserTimeoutInMilliseconds) {
                  "expected a boolean");
 }
 
+TEST(IniSettings, UnixSocketModeIsOctal) {
+    auto r = load(lines({"[pgbouncer]", "unix_socket_mode = 0777", "listen_backlog = 128", "log_stats = 0"}));
+    ASSERT_TRUE(r.ok()) << dump(r);
+    EXPECT_TRUE(r.problems.empty()) << dump(r);
+    EXPECT_EQ(r.config->settings.unix_socket_mode, 0777);
+    EXPECT_EQ(r.config->settings.listen_backlog, 128);
+    EXPECT_FALSE(r.config->settings.log_stats);
+    auto g = load(lines({"[pgbouncer]", "unix_socket_mode = 600"}));
+    ASSERT_TRUE(g.ok()) << dump(g);
+    EXPECT_EQ(g.config->settings.unix_socket_mode, 0600);
+    expect_error(lines({"[pgbouncer]", "unix_socket_mode = rw"}), "pgbouncer.unix_socket_mode", 2, "octal");
+}
+
 TEST(IniSettings, TlsProtocolsAndCiphers) {
     auto r = load(lines({"[pgbouncer]", "client_tls_protocols = tlsv1.2,tlsv1.3", "client_tls_ciphers = fast",
                          "server_tls_protocols = secure", "server_tls13_ciphers = TLS_AES_128_GCM_SHA256"}));

@@ -337,6 +337,31 @@ TEST(TomlSettings, TlsProtocolKeys) {
     expect_error(lines({"[tls]", "client_tls_protocols = 13"}), "tls.client_tls_protocols", 2, "expected a string");
 }
 
+TEST(TomlSettings, ListenKeys) {
+    auto r = cfg::load_toml_string(lines({"[pgrouter]", "unix_socket_mode = \"0660\"", "listen_backlog = 50",
+                                          "log_stats = false"}),
+                                   "t.toml");
+    ASSERT_TRUE(r.ok()) << dump(r);
+    EXPECT_EQ(r.config->settings.unix_socket_mode, 0660);
+    EXPECT_EQ(r.config->settings.listen_backlog, 50);
+    EXPECT_FALSE(r.config->settings.log_stats);
+    auto octal = cfg::load_toml_string(lines({"[pgrouter]", "unix_socket_mode = 0o600"}), "t.toml");
+    ASSERT_TRUE(octal.ok()) << dump(octal);
+    EXPECT_EQ(octal.config->settings.unix_socket_mode, 0600);
+    const cfg::Settings defaults;
+    EXPECT_EQ(defaults.unix_socket_mode, 0777);
+    EXPECT_TRUE(defaults.log_stats);
+    expect_error(lines({"[pgrouter]", "unix_socket_mode = \"0789\""}), "pgrouter.unix_socket_mode", 2,
+                 "expected an octal mode like \"0777\", got \"0789\"");
+    expect_error(lines({"[pgrouter]", "unix_socket_mode = 0o1777"}), "pgrouter.unix_socket_mode", 2,
+                 "between 0 and 0777");
+    expect_error(lines({"[pgrouter]", "unix_socket_mode = true"}), "pgrouter.unix_socket_mode", 2,
+                 "expected an octal mode");
+    expect_error(lines({"[pgrouter]", "listen_backlog = 0"}), "pgrouter.listen_backlog", 2, "between 1 and 65535");
+    expect_error(lines({"[pgrouter]", "unix_socket_group = \"no-such-group-pgrouter\""}),
+                 "pgrouter.unix_socket_group", 2, "no group named \"no-such-group-pgrouter\"");
+}
+
 TEST(TomlSettings, TcpKeepaliveKeys) {
     auto r = cfg::load_toml_string(lines({"[pgrouter]", "tcp_keepalive = false", "tcp_keepcnt = 3",
                                           "tcp_keepidle = 60", "tcp_keepintvl = 10", "tcp_user_timeout = 1.5",

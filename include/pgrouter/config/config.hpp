@@ -32,6 +32,9 @@ struct Settings {  // [pgrouter]
     std::vector<std::string> listen_addr{"0.0.0.0"};
     int listen_port = 6432;
     std::string unix_socket_dir = "/tmp";
+    int unix_socket_mode = 0777;      // permissions of the socket file
+    std::string unix_socket_group;    // group of the socket file; "" = the process's
+    int listen_backlog = 1024;        // listen(2) queue of each listening socket
     int workers = 0;
     AuthType auth_type = AuthType::scram_sha_256;
     std::string auth_file;
@@ -79,6 +82,7 @@ struct Settings {  // [pgrouter]
     std::string logfile;
     std::string pidfile;
     double stats_period = 60.0;
+    bool log_stats = true;  // the stats line every stats_period
     std::string metrics_listen;
 };
 
