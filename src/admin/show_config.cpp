@@ -51,7 +51,7 @@ const std::vector<Key>& keys() {
             Key{"unix_socket_mode", [](const Config& c) { return fmt::format("0{:o}", c.settings.unix_socket_mode); },
                 false},
             SETTING(unix_socket_group, false),     SETTING(listen_backlog, false),
-            SETTING(log_stats, true),
+            SETTING(log_stats, true),              SETTING(log_pooler_errors, true),
             SETTING(auth_type, true),              SETTING(auth_file, true),
             SETTING(auth_hba_file, true),          SETTING(auth_user, true),
             SETTING(auth_query, true),             SETTING(admin_users, true),

@@ -425,6 +425,7 @@ constexpr Field<Settings> settings_fields[] = {
     {"application_name_add_host", bool_field<&S::application_name_add_host>},
     {"log_connections", bool_field<&S::log_connections>},
     {"log_disconnections", bool_field<&S::log_disconnections>},
+    {"log_pooler_errors", bool_field<&S::log_pooler_errors>},
     {"log_format", enum_field<&S::log_format>},
     {"logfile", string_field<&S::logfile>},
     {"pidfile", string_field<&S::pidfile>},

@@ -20,7 +20,7 @@ constexpr std::string_view unsupported_keys[] = {
     "auth_dbname", "auth_ident_file", "auth_ldap_options", "autodb_idle_timeout",
     "cancel_wait_timeout", "client_tls_dheparams",
     "client_tls_ecdhcurve", "conffile", "disable_pqexec", "dns_max_ttl",
-    "dns_nxdomain_ttl", "dns_zone_check_period", "job_name", "log_pooler_errors",
+    "dns_nxdomain_ttl", "dns_zone_check_period", "job_name",
     "max_db_client_connections", "max_packet_size", "max_user_client_connections",
     "peer_id", "pkt_buf", "query_wait_notify", "resolv_conf", "sbuf_loopcnt", "scram_iterations",
     "server_fast_close", "service_name", "so_reuseport", "suspend_timeout", "syslog",

@@ -137,9 +137,10 @@ asio::awaitable<void> ClientSession::run() {
     co_await finish();
     client_.close();
     // A login that failed with an error sent to the client (wrong password, unknown
-    // database, ...) is always worth a line, as PgBouncer's pooler errors are; the
+    // database, ...) is worth a warning, as PgBouncer logs its pooler errors; the
     // reasons are fixed texts and names, never a password.
-    if (kill_reason_ && !logged_in_)
+    // log_pooler_errors = false leaves it to log_disconnections.
+    if (kill_reason_ && !logged_in_ && (!snap_ || snap_->config->settings.log_pooler_errors))
         spdlog::warn("C-{}: {}/{}@{} login failed: {} (SQLSTATE {})", id_, database_.str(), user_.str(), peer_,
                      kill_reason_->second, kill_reason_->first);
     else if (snap_ && snap_->config->settings.log_disconnections)  // e.g. an admin console session ending

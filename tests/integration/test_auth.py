@@ -247,3 +247,20 @@ def test_no_password_or_secret_in_the_log(pgrouter, pg):
                    md5_hash, md5_hash[3:], scram_secret, scram_secret.split("$")[-1], db_password,
                    "not-the-server-password-3317"] + wrong:
         assert secret not in log, f"{secret!r} appears in the log"
+
+
+@pytest.mark.parametrize("log_pooler_errors", [True, False])
+def test_log_pooler_errors(pgrouter, log_pooler_errors):
+    """A refused login is a pooler error: logged as such unless log_pooler_errors is off;
+    the disconnection line (log_disconnections) names the reason either way."""
+    p = pgrouter({"auth_type": "md5", "log_pooler_errors": log_pooler_errors, "log_disconnections": True})
+    login_error(p, user="app_md5", password="wrong-pw-4410")
+    deadline = time.monotonic() + 5
+    while "password authentication failed" not in p.log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.3)
+    log = p.log()
+    pooler_error = "pooler error" if p.kind == "pgbouncer" else "login failed"
+    assert (pooler_error in log) == log_pooler_errors, log[-2000:]
+    if not log_pooler_errors:
+        assert "closing because: password authentication failed" in log, log[-2000:]

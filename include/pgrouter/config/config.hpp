@@ -78,6 +78,7 @@ struct Settings {  // [pgrouter]
     bool application_name_add_host = false;
     bool log_connections = true;
     bool log_disconnections = true;
+    bool log_pooler_errors = true;  // log the errors pgrouter itself sends to clients at login
     LogFormat log_format = LogFormat::text;
     std::string logfile;
     std::string pidfile;
