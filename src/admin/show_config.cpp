@@ -62,7 +62,7 @@ const std::vector<Key>& keys() {
             SETTING(max_user_connections, true),   SETTING(max_prepared_statements, true),
             SETTING(server_reset_query, true),     SETTING(server_reset_query_always, true),
             SETTING(server_check_query, true),     SETTING(server_check_delay, true),
-            SETTING(server_round_robin, true),
+            SETTING(server_round_robin, true),     SETTING(server_fast_close, true),
             SETTING(server_lifetime, true),        SETTING(server_idle_timeout, true),
             SETTING(server_connect_timeout, true), SETTING(server_login_retry, true),
             SETTING(query_timeout, true),          SETTING(query_wait_timeout, true),

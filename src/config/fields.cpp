@@ -405,6 +405,7 @@ constexpr Field<Settings> settings_fields[] = {
     {"server_check_query", string_field<&S::server_check_query>},
     {"server_check_delay", seconds_field<&S::server_check_delay>},
     {"server_round_robin", bool_field<&S::server_round_robin>},
+    {"server_fast_close", bool_field<&S::server_fast_close>},
     {"server_lifetime", seconds_field<&S::server_lifetime>},
     {"server_idle_timeout", seconds_field<&S::server_idle_timeout>},
     {"server_connect_timeout", seconds_field<&S::server_connect_timeout>},

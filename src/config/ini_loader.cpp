@@ -23,7 +23,7 @@ constexpr std::string_view unsupported_keys[] = {
     "dns_nxdomain_ttl", "dns_zone_check_period", "job_name",
     "max_db_client_connections", "max_packet_size", "max_user_client_connections",
     "peer_id", "pkt_buf", "query_wait_notify", "resolv_conf", "sbuf_loopcnt", "scram_iterations",
-    "server_fast_close", "service_name", "so_reuseport", "suspend_timeout", "syslog",
+    "service_name", "so_reuseport", "suspend_timeout", "syslog",
     "syslog_facility", "syslog_ident", "tcp_defer_accept", "tcp_socket_buffer",
     "track_extra_parameters", "transaction_timeout",
     "user", "verbose", "logfile_rotate", "log_rotate_age", "stats_users_prefix"};

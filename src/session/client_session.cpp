@@ -628,6 +628,7 @@ asio::awaitable<void> ClientSession::pump() {
             co_await release_server();
             co_return;
         }
+        if (r.ready_for_query > 0 && !a.bscan.partial() && fast_close()) co_return;
         if (draining_ && pending_ == 0 && !a.bscan.partial()) co_return;  // all answered: finish() ends the session
     }
 }
@@ -805,6 +806,15 @@ void ClientSession::forward_cancel() {
                    [gate](std::exception_ptr) { --gate->in_flight; });
 }
 
+bool ClientSession::fast_close() {
+    if (pool_mode_ != kSession || !server_ || pending_ > 0 || txn_status_ != 'I' || closing_ ||
+        !snap_->config->settings.server_fast_close)
+        return false;
+    if (!server_->broken() && server_->generation() == pool_->generation()) return false;
+    kill(sqlstate::admin_shutdown, "server connection closed: configuration changed (server_fast_close)");
+    return true;
+}
+
 void ClientSession::janitor(Clock::time_point now) {
     if (closing_) return;
     if (!pool_) {  // logging in, or an admin console
@@ -818,6 +828,7 @@ void ClientSession::janitor(Clock::time_point now) {
         return;
     }
     if (server_) {
+        if (fast_close()) return;
         auto& a = *act_;  // kept while a server is linked
         if (pending_ > 0 && st.query_timeout > 0 && now - a.query_started > secs(st.query_timeout)) {
             // Cancel the statement (the client gets 57014 and goes on); if the

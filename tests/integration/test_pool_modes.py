@@ -6,6 +6,8 @@ import time
 import psycopg2
 import pytest
 
+import helpers
+
 
 def one(conn, sql, args=None):
     with conn.cursor() as cur:
@@ -189,3 +191,51 @@ def test_per_database_pool_mode(pgrouter):
     finally:
         s1.close()
         s2.close()
+
+
+# --------------------------------------------------------------------------- server_fast_close
+
+def backend_alive(pg, pid):
+    return bool(pg.sql("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,))[0][0])
+
+
+@pytest.mark.parametrize("fast_close", [False, True])
+def test_server_fast_close_ends_sessions_whose_server_was_retired(pgrouter, pg, fast_close):
+    """Session pooling. After RECONNECT, by default a client keeps its server (and its
+    session state) to the end of its session. With server_fast_close its session ends
+    between transactions instead: an idle one right away, one inside a transaction when
+    that transaction has finished (nothing in it is lost)."""
+    p = pgrouter({"pool_mode": "session", "server_fast_close": fast_close, "default_pool_size": 4})
+    idle, busy = p.connect(), p.connect(autocommit=False)
+    try:
+        idle_pid = one(idle, "SELECT pg_backend_pid()")
+        busy_pid = one(busy, "SELECT pg_backend_pid()")  # opens a transaction
+        with busy.cursor() as cur:
+            cur.execute("CREATE TEMP TABLE fast_close_probe (n int)")
+        p.admin("RECONNECT")
+        time.sleep(2.5)  # the pooler looks at idle sessions every second
+        one(busy, "INSERT INTO fast_close_probe VALUES (1) RETURNING n")  # the transaction goes on
+        busy.commit()
+        if not fast_close:
+            assert one(idle, "SELECT pg_backend_pid()") == idle_pid
+            assert one(busy, "SELECT pg_backend_pid()") == busy_pid
+            return
+        # PgBouncer 1.18 ends only the idle session; its docs (and pgrouter) also end the
+        # busy one once its transaction is over.
+        for c in (idle,) if helpers.is_pgbouncer() else (idle, busy):
+            with pytest.raises(psycopg2.Error) as err:
+                one(c, "SELECT 1")
+            assert "server_fast_close" in str(err.value) or c.closed, str(err.value)
+        deadline = time.monotonic() + 10
+        retired = [idle_pid] if helpers.is_pgbouncer() else [idle_pid, busy_pid]
+        while any(backend_alive(pg, pid) for pid in retired) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(backend_alive(pg, pid) for pid in retired), "a retired server still open"
+        fresh = p.connect()
+        try:
+            assert one(fresh, "SELECT pg_backend_pid()") != idle_pid
+        finally:
+            fresh.close()
+    finally:
+        idle.close()
+        busy.close()

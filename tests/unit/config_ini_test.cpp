@@ -214,6 +214,7 @@ TEST(IniSettings, TcpKeepaliveKeysAndUserTimeoutInMilliseconds) {
         "tcp_keepintvl = 5",
         "tcp_user_timeout = 2500",
         "server_round_robin = 1",
+        "server_fast_close = 1",
     }));
     ASSERT_TRUE(r.ok()) << dump(r);
     EXPECT_TRUE(r.problems.empty()) << dump(r);
@@ -224,6 +225,7 @@ TEST(IniSettings, TcpKeepaliveKeysAndUserTimeoutInMilliseconds) {
     EXPECT_EQ(s.tcp_keepintvl, 5);
     EXPECT_DOUBLE_EQ(s.tcp_user_timeout, 2.5);  // PgBouncer's milliseconds, pgrouter's seconds
     EXPECT_TRUE(s.server_round_robin);
+    EXPECT_TRUE(s.server_fast_close);
     auto d = load(lines({"[pgbouncer]"}));
     ASSERT_TRUE(d.ok()) << dump(d);
     EXPECT_TRUE(d.config->settings.tcp_keepalive);  // PgBouncer's default: on

@@ -57,6 +57,7 @@ struct Settings {  // [pgrouter]
     std::string server_check_query;
     double server_check_delay = 30.0;
     bool server_round_robin = false;  // idle servers reused least recently used first
+    bool server_fast_close = false;   // session mode: a server RECONNECT/RELOAD retired ends its session
     double server_lifetime = 3600.0;
     double server_idle_timeout = 600.0;
     double server_connect_timeout = 15.0;

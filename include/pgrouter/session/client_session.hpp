@@ -244,6 +244,10 @@ private:
     // From the janitor: a parked client whose last message is 200 ms old gives its
     // Active back (at most once a second per client, so busy clients barely notice).
     void shrink(Clock::time_point now);
+    // server_fast_close: in session mode, between transactions, a server that RECONNECT
+    // or a RELOAD retired ends the session (closed, and the client told) rather than
+    // serving it to its end. True when it did.
+    bool fast_close();
     Clock::time_point last_activity_;
     std::chrono::system_clock::time_point connect_time_ = std::chrono::system_clock::now(), request_time_;
     bool waiting_ = false;
