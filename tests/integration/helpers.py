@@ -87,6 +87,16 @@ def free_port(lo=20000, hi=30000):
     raise RuntimeError(f"no free TCP port in {lo}-{hi}")
 
 
+def wait_until(cond, timeout, what, interval=0.1):
+    """Polls cond() until it is true; fails the test with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(interval)
+    assert cond(), f"not within {timeout}s: {what}"
+
+
 def wait_port(host, port, timeout, proc=None):
     """Wait until host:port accepts TCP connections; False if proc exits or time runs out."""
     deadline = time.monotonic() + timeout

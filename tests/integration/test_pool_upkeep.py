@@ -15,19 +15,10 @@ import pytest
 
 import helpers
 import pgwire
-from helpers import sqlstate
+from helpers import sqlstate, wait_until
 
 ROLE = "upkeep"
 ROLE_PASSWORD = "upkeep-secret"
-
-
-def wait_until(cond, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.1)
-    assert cond(), f"not within {timeout}s: {what}"
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ import pytest
 
 import helpers
 import pgwire
+from helpers import wait_until
 
 SYS_PIDFD_GETFD = 438  # x86_64 and aarch64
 
@@ -116,13 +117,15 @@ def cable_cut(port_a, port_b):
         subprocess.run([nft, "delete", "table", "inet", table], capture_output=True, timeout=30)
 
 
-def wait_until(cond, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.2)
-    assert cond(), f"not within {timeout}s: {what}"
+def assert_new_server(p, old_pid):
+    """A new client is served, by another backend than `old_pid`."""
+    c = p.connect()
+    try:
+        with c.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid()")
+            assert cur.fetchone()[0] != old_pid
+    finally:
+        c.close()
 
 
 def server_ports(p, pg):
@@ -231,13 +234,7 @@ def test_tcp_user_timeout_ends_a_query_whose_server_stopped_answering(pgrouter, 
         assert [t for t, _ in msgs] == [b"E"], msgs
         assert errors[0].sqlstate == helpers.sqlstate("08006"), errors[0].fields
         assert "server" in errors[0].message
-        c2 = p.connect()
-        try:
-            with c2.cursor() as cur:
-                cur.execute("SELECT pg_backend_pid()")
-                assert cur.fetchone()[0] != pid
-        finally:
-            c2.close()
+        assert_new_server(p, pid)
     finally:
         c.close()
         if pid:
@@ -288,13 +285,7 @@ def test_keepalive_drops_an_idle_server_whose_host_vanished(pgrouter, pg):
             row = pool_row(p)
             assert row["sv_active"] == 0 and row["sv_used"] == 0, row
             wait_until(lambda: not open_inodes(p.proc.pid) & set(inodes), 10, "the dead server's socket closed")
-        c2 = p.connect()
-        try:
-            with c2.cursor() as cur:
-                cur.execute("SELECT pg_backend_pid()")
-                assert cur.fetchone()[0] != pid
-        finally:
-            c2.close()
+        assert_new_server(p, pid)
     finally:
         pg.sql("SELECT pg_terminate_backend(%s)", (pid,))
 
