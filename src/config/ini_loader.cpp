@@ -28,6 +28,31 @@ constexpr std::string_view unsupported_keys[] = {
     "track_extra_parameters", "transaction_timeout",
     "user", "verbose", "logfile_rotate", "log_rotate_age", "stats_users_prefix"};
 
+// Why some of them need nothing from pgrouter (else: "not supported by pgrouter").
+struct Why {
+    std::string_view key, reason;
+};
+constexpr Why why_ignored[] = {
+    {"dns_max_ttl", "pgrouter resolves host names at each new server connection and caches nothing"},
+    {"dns_nxdomain_ttl", "pgrouter resolves host names at each new server connection and caches nothing"},
+    {"dns_zone_check_period", "pgrouter resolves host names at each new server connection and caches nothing"},
+    {"resolv_conf", "pgrouter resolves host names with the system resolver (/etc/resolv.conf)"},
+    {"so_reuseport", "pgrouter's own workers share the port; a second pgrouter cannot"},
+    {"peer_id", "pgrouter runs one process with several workers: no peers to forward cancels to"},
+    {"pkt_buf", "pgrouter sizes its buffers itself"},
+    {"sbuf_loopcnt", "pgrouter sizes its buffers itself"},
+    {"user", "start pgrouter as the user it should run as (systemd User=)"},
+    {"syslog", "pgrouter logs to logfile or stderr (journald under systemd)"},
+    {"syslog_facility", "pgrouter logs to logfile or stderr (journald under systemd)"},
+    {"syslog_ident", "pgrouter logs to logfile or stderr (journald under systemd)"},
+};
+
+std::string ignored_because(std::string_view key) {
+    for (const auto& w : why_ignored)
+        if (w.key == key) return "ignored: " + std::string(w.reason);
+    return "not supported by pgrouter, ignored";
+}
+
 // Per-database and per-user parameters of newer PgBouncers that pgrouter ignores.
 constexpr std::string_view unsupported_database_params[] = {
     "auth_dbname", "auth_query", "load_balance_hosts", "max_db_client_connections",
@@ -227,8 +252,7 @@ private:
         SetResult r = set_setting(cfg_, "", key, v);
         if (r.ok()) return note((tls ? "tls." : "pgrouter.") + key, at, shown);
         if (r.status == SetStatus::bad_value) return add(at, shown, r.reason);
-        if (listed(unsupported_keys, key))
-            return add(at, shown, "not supported by pgrouter, ignored", true);
+        if (listed(unsupported_keys, key)) return add(at, shown, ignored_because(key), true);
         add(at, shown, "unknown key, ignored", true);
     }
 

@@ -314,10 +314,12 @@ TEST(IniSettings, UnsupportedAndUnknownKeysAreWarnings) {
     ASSERT_EQ(r.problems.size(), 6u) << dump(r);
     for (const auto& p : r.problems) EXPECT_TRUE(p.warning) << p.to_string();
     EXPECT_EQ(r.problems[0].to_string(),
-              "/etc/pgbouncer/pgbouncer.ini:2: pgbouncer.so_reuseport: warning: not supported by pgrouter, "
-              "ignored");
+              "/etc/pgbouncer/pgbouncer.ini:2: pgbouncer.so_reuseport: warning: ignored: pgrouter's own workers "
+              "share the port; a second pgrouter cannot");
     EXPECT_EQ(find(r, "pgbouncer.tcp_defer_accept")->line, 3);
-    EXPECT_EQ(find(r, "pgbouncer.dns_max_ttl")->reason, "not supported by pgrouter, ignored");
+    EXPECT_EQ(find(r, "pgbouncer.dns_max_ttl")->reason,
+              "ignored: pgrouter resolves host names at each new server connection and caches nothing");
+    EXPECT_EQ(find(r, "pgbouncer.suspend_timeout")->reason, "not supported by pgrouter, ignored");
     EXPECT_EQ(find(r, "pgbouncer.suspend_timeout")->line, 5);
     EXPECT_EQ(find(r, "pgbouncer.listen_prot")->reason, "unknown key, ignored");
     EXPECT_EQ(find(r, "peers")->line, 8);
