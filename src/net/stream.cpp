@@ -5,6 +5,7 @@
 #include <boost/asio/write.hpp>
 #include <openssl/x509.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -99,6 +100,12 @@ bool Stream::peer_spoke() {
     ssize_t n = ::recv(native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
     if (n < 0) return errno != EAGAIN && errno != EWOULDBLOCK;
     return true;  // EOF (0) or unsolicited bytes
+}
+
+bool Stream::peer_hung_up() {
+    pollfd p{native_handle(), POLLRDHUP, 0};
+    if (::poll(&p, 1, 0) <= 0) return false;
+    return (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
 }
 
 void Stream::cancel() {

@@ -214,3 +214,66 @@ def test_database_pool_size_overrides_default(pgrouter, pg):
     peak = obs.finish()
     assert all(r[0] == "ok" for r in results), results
     assert 1 <= peak <= 1
+
+
+def pools_waiting(p, user="app_md5"):
+    c = p.connect(user="pgbouncer", dbname="pgbouncer")
+    try:
+        with c.cursor() as cur:
+            cur.execute("SHOW POOLS")
+            names = [d[0] for d in cur.description]
+            rows = [dict(zip(names, r)) for r in cur.fetchall()]
+    finally:
+        c.close()
+    return sum(int(r["cl_waiting"]) for r in rows if r["database"] == "testdb" and r["user"] == user)
+
+
+@pytest.mark.pgrouter_only("PgBouncer 1.18 keeps a client that hung up queued until a server frees up, "
+                           "then runs what it pipelined")
+@pytest.mark.parametrize("how", ["query-then-close", "pipelined-then-close", "paused-then-close"])
+def test_client_gone_while_queued_never_runs_its_query(pgrouter, pg, how):
+    """A client that sends a query, is queued for a server (pool full, or the database
+    PAUSEd) and hangs up leaves the queue at once, and its query never reaches
+    PostgreSQL when a server frees up. Pipelined: it sends a second query while
+    queued before hanging up (bytes arrive first, the hang-up after)."""
+    pg.sql("CREATE TABLE IF NOT EXISTS gone_waiting (v int)", dbname="testdb")
+    pg.sql("GRANT ALL ON gone_waiting TO PUBLIC", dbname="testdb")
+    pg.sql("TRUNCATE gone_waiting", dbname="testdb")
+    p = pgrouter({"default_pool_size": 1, "query_wait_timeout": 60})
+    holder = p.connect(autocommit=False)
+    victim = p.wire()
+    console = p.connect(user="pgbouncer", dbname="pgbouncer")
+    try:
+        if how == "paused-then-close":
+            console.cursor().execute("PAUSE testdb")
+        else:
+            holder.cursor().execute("SELECT 1")  # in a transaction: the only server is the holder's
+        victim.send(pgwire.query_msg("INSERT INTO gone_waiting VALUES (1)"))
+        deadline = time.monotonic() + 10
+        while pools_waiting(p) != 1:
+            assert time.monotonic() < deadline, "the client never queued"
+            time.sleep(0.1)
+        if how == "pipelined-then-close":
+            victim.send(pgwire.query_msg("INSERT INTO gone_waiting VALUES (2)"))
+            time.sleep(0.3)
+            assert pools_waiting(p) == 1, "a queued client that sent more is still there"
+        victim.close()
+        # It leaves the queue while the server is still held (or the database paused).
+        deadline = time.monotonic() + 5
+        while pools_waiting(p) != 0:
+            assert time.monotonic() < deadline, "a client that hung up stays queued"
+            time.sleep(0.1)
+        # The server is free: a query still queued would run now.
+        if how == "paused-then-close":
+            console.cursor().execute("RESUME testdb")
+        holder.commit()
+        time.sleep(1)
+        assert pg.sql("SELECT count(*) FROM gone_waiting", dbname="testdb")[0][0] == 0
+        with holder.cursor() as cur:  # the pool goes on, on a clean server
+            cur.execute("SELECT txid_current_if_assigned() IS NULL")
+            assert cur.fetchone()[0] is True
+        holder.commit()
+    finally:
+        victim.close()
+        holder.close()
+        console.close()

@@ -50,6 +50,9 @@ public:
     // For a connection that should be silent (an idle server): true when the peer
     // closed it or sent something unasked (a termination notice). One MSG_PEEK.
     bool peer_spoke();
+    // True when the peer has shut down its side (FIN or reset received), even with
+    // bytes still unread. One poll().
+    bool peer_hung_up();
     // Applies `t` to a TCP connection (TLS included); nothing for a unix socket.
     error_code tune(const TcpTuning& t);
     void cancel();
@@ -61,6 +64,12 @@ public:
     // The plain socket underneath, for callback-style operations (null for TLS).
     tcp_socket* tcp_stream_socket() { return std::get_if<tcp_socket>(&s_); }
     unix_socket* unix_stream_socket() { return std::get_if<unix_socket>(&s_); }
+    // The TCP socket under a plain or a TLS stream (null for unix).
+    tcp_socket* lowest_tcp_socket() {
+        if (auto* t = std::get_if<tcp_socket>(&s_)) return t;
+        if (auto* t = std::get_if<std::unique_ptr<ssl_stream>>(&s_)) return &(*t)->next_layer();
+        return nullptr;
+    }
     // Detaches the plain socket from its io_context and re-creates it on another
     // (moving a connection between workers). Not possible for TLS: returns false.
     bool rebind(asio::io_context& ctx);

@@ -13,6 +13,7 @@
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 #include <chrono>
@@ -251,6 +252,14 @@ private:
     Clock::time_point last_activity_;
     std::chrono::system_clock::time_point connect_time_ = std::chrono::system_clock::now(), request_time_;
     bool waiting_ = false;
+    // While queued for a server, the client's socket is watched: a client that hangs
+    // up there leaves the queue at once and what it sent never reaches a server.
+    void watch_client_gone();
+    void stop_watching_client();
+    void on_client_stirred(net::error_code ec);
+    void left_while_waiting();
+    std::unique_ptr<asio::cancellation_signal> gone_watch_;  // made on the first wait
+    bool gone_watch_pending_ = false;
     bool timeout_cancel_sent_ = false;
     bool logged_in_ = false;
 };
