@@ -112,6 +112,20 @@ struct App::Impl {
         }
     }
 
+    // autodb_idle_timeout: pools of databases served through "*" (not named in the
+    // configuration, not paused) that no client used for that long are freed.
+    void free_unused_pools(std::chrono::steady_clock::time_point now) {
+        auto snap = rt.snapshot();
+        auto& cfg = *snap->config;
+        auto freed = rt.pools->free_unused(now, cfg.settings.autodb_idle_timeout, [&](const pool::Pool& p) {
+            return cfg.fallback_database && p.backend().empty() && !cfg.databases.contains(p.database()) &&
+                   !rt.is_paused(p.database());
+        });
+        for (auto& [db, user] : freed)
+            spdlog::info("pool {}/{} freed: unused for autodb_idle_timeout ({} s)", db, user,
+                         cfg.settings.autodb_idle_timeout);
+    }
+
     asio::awaitable<void> janitor(Worker& w) {
         asio::steady_timer t(w.ctx());
         for (;;) {
@@ -140,6 +154,7 @@ struct App::Impl {
                     asio::post(control, [] { ::malloc_trim(0); });
                 }
             }
+            if (w.index() == 0) free_unused_pools(now);
             auto pools = rt.pools->all();
             for (auto& p : pools) p->janitor(w);
             // A pool held back by max_db_connections / max_user_connections takes an

@@ -416,6 +416,7 @@ constexpr Field<Settings> settings_fields[] = {
     {"client_login_timeout", seconds_field<&S::client_login_timeout>},
     {"idle_transaction_timeout", seconds_field<&S::idle_transaction_timeout>},
     {"shutdown_timeout", seconds_field<&S::shutdown_timeout>},
+    {"autodb_idle_timeout", seconds_field<&S::autodb_idle_timeout>},
     // The kernel's limits (MAX_TCP_KEEPCNT, MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL).
     {"tcp_keepalive", bool_field<&S::tcp_keepalive>},
     {"tcp_keepcnt", int_field<&S::tcp_keepcnt, 0, 127>},

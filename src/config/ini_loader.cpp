@@ -17,7 +17,7 @@ constexpr int max_include_depth = 10;  // as PgBouncer
 
 // PgBouncer [pgbouncer] keys with no pgrouter equivalent: accepted with a warning.
 constexpr std::string_view unsupported_keys[] = {
-    "auth_dbname", "auth_ident_file", "auth_ldap_options", "autodb_idle_timeout",
+    "auth_dbname", "auth_ident_file", "auth_ldap_options",
     "cancel_wait_timeout", "client_tls_dheparams",
     "client_tls_ecdhcurve", "conffile", "disable_pqexec", "dns_max_ttl",
     "dns_nxdomain_ttl", "dns_zone_check_period", "job_name",

@@ -443,6 +443,8 @@ void Pool::janitor(app::Worker& w) {
     auto st = settings();
     auto now = Clock::now();
     auto& sh = *shards_[w.index()];
+    bool retire = retiring();
+    if (retire) close_idle(w);
     // Oldest idle first (front of the LIFO list): close what outlived its limits,
     // keeping min_pool_size servers.
     for (std::size_t i = 0; i < sh.idle.size();) {
@@ -469,7 +471,7 @@ void Pool::janitor(app::Worker& w) {
         // Slots freed in other pools (max_db_connections / max_user_connections) reach waiters here.
         grant_slot_to_waiter_locked();
         bool failing = last_failure_ && now - last_failure_->at < secs(st.server_login_retry);
-        top_up = total_ < st.min_pool_size && !failing && try_reserve_slot_locked(false);
+        top_up = !retire && total_ < st.min_pool_size && !failing && try_reserve_slot_locked(false);
     }
     // min_pool_size: open one server per tick until the pool has that many.
     if (top_up) {
@@ -525,6 +527,35 @@ std::vector<std::shared_ptr<Pool>> PoolRegistry::all() const {
     std::vector<std::shared_ptr<Pool>> r;
     for (auto& [k, p] : pools_) r.push_back(p);
     return r;
+}
+
+std::vector<std::pair<std::string, std::string>> PoolRegistry::free_unused(
+    Clock::time_point now, double timeout, const std::function<bool(const Pool&)>& freeable) {
+    std::vector<std::pair<std::string, std::string>> freed;
+    std::lock_guard lk(m_);
+    for (auto it = pools_.begin(); it != pools_.end();) {
+        auto& p = *it->second;
+        // Only the registry holds it: no session (sessions get pools under m_).
+        if (timeout <= 0 || it->second.use_count() != 1 || !freeable(p)) {
+            p.unused_since_.reset();
+            p.retiring_.store(false, std::memory_order_relaxed);
+            ++it;
+            continue;
+        }
+        if (!p.unused_since_) p.unused_since_ = now;
+        if (now - *p.unused_since_ < secs(timeout)) {
+            ++it;
+            continue;
+        }
+        if (p.counts().total > 0) {  // idle servers first: each worker closes its own
+            p.retiring_.store(true, std::memory_order_relaxed);
+            ++it;
+            continue;
+        }
+        freed.emplace_back(p.database(), p.user());
+        it = pools_.erase(it);
+    }
+    return freed;
 }
 
 std::shared_ptr<Limit> PoolRegistry::limit_locked(std::map<std::string, std::shared_ptr<Limit>>& m,

@@ -8,6 +8,7 @@ the fixtures turn into a test failure with a message (never a skip).
 import os
 import pwd
 import random
+import re
 import shutil
 import signal
 import socket
@@ -381,6 +382,11 @@ def toml_value(v):
     return f'"{s}"'
 
 
+def toml_key(k):
+    """A bare key when it can be one, else quoted ("*")."""
+    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else toml_value(k)
+
+
 def render_toml(settings, databases, users, tls, clusters=None):
     out = ["[pgrouter]"]
     out += [f"{k} = {toml_value(v)}" for k, v in settings.items()]
@@ -393,9 +399,9 @@ def render_toml(settings, databases, users, tls, clusters=None):
             out += ["", f"[clusters.{name}.discovery]"]
             out += [f"{k} = {toml_value(v)}" for k, v in c["discovery"].items()]
     for name, d in databases.items():
-        out += ["", f"[databases.{name}]"] + [f"{k} = {toml_value(v)}" for k, v in d.items()]
+        out += ["", f"[databases.{toml_key(name)}]"] + [f"{k} = {toml_value(v)}" for k, v in d.items()]
     for name, u in users.items():
-        out += ["", f"[users.{name}]"] + [f"{k} = {toml_value(v)}" for k, v in u.items()]
+        out += ["", f"[users.{toml_key(name)}]"] + [f"{k} = {toml_value(v)}" for k, v in u.items()]
     return "\n".join(out) + "\n"
 
 

@@ -274,6 +274,7 @@ TEST(TomlErrors, OutOfRange) {
     expect_error(lines({"[pgrouter]", "workers = -2"}), "pgrouter.workers", 2, "between 0 and 1024");
     expect_error(lines({"[pgrouter]", "query_timeout = -1.5"}), "pgrouter.query_timeout", 2, ">= 0");
     expect_error(lines({"[pgrouter]", "stats_period = 0"}), "pgrouter.stats_period", 2, "> 0");
+    expect_error(lines({"[pgrouter]", "autodb_idle_timeout = -1"}), "pgrouter.autodb_idle_timeout", 2, ">= 0");
     expect_error(lines({"[pgrouter]", "max_client_conn = 0"}), "pgrouter.max_client_conn", 2, ">= 1");
     expect_error(lines({"[pgrouter]", "listen_port = 4294967297"}), "pgrouter.listen_port", 2, "between");
     expect_error(lines({"[databases.d]", "host = \"h\"", "pool_size = -1"}), "databases.d.pool_size", 3,

@@ -68,6 +68,7 @@ struct Settings {  // [pgrouter]
     double client_login_timeout = 60.0;
     double idle_transaction_timeout = 0.0;
     double shutdown_timeout = 30.0;
+    double autodb_idle_timeout = 3600.0;  // pools made through the "*" database, unused this long, are freed; 0 = never
     // TCP keepalive and TCP_USER_TIMEOUT on client and server TCP connections, as
     // PgBouncer's tcp_* keys; 0 = the operating system's default.
     bool tcp_keepalive = true;

@@ -12,6 +12,7 @@
 #include <atomic>
 #include <chrono>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -146,6 +147,9 @@ public:
 
     // At exit, after the workers stopped: drops every idle server.
     void drop_idle();
+    // autodb_idle_timeout: nobody has held this pool for that long (PoolRegistry::
+    // free_unused); each worker's janitor closes its idle servers and opens none.
+    bool retiring() const { return retiring_.load(std::memory_order_relaxed); }
 
     struct Counts {
         int total = 0, idle = 0, waiting = 0;
@@ -199,6 +203,9 @@ private:
     std::atomic<std::uint64_t> generation_{0};  // target_->generation, cheap to read
     std::atomic<double> lifetime_{3600.0};      // settings server_lifetime, cheap to read
     std::atomic<std::shared_ptr<const Settings>> settings_ptr_{std::make_shared<const Settings>()};
+    friend class PoolRegistry;
+    std::atomic<bool> retiring_{false};
+    std::optional<Clock::time_point> unused_since_;  // PoolRegistry::free_unused only (one thread)
     mutable std::mutex m_;  // guards everything below
     Settings settings_;
     int total_ = 0;
@@ -245,6 +252,14 @@ public:
         return p;
     }
     std::vector<std::shared_ptr<Pool>> all() const;
+    // autodb_idle_timeout, called once a second from one thread: a pool for which
+    // `freeable` holds and that no client has held for `timeout` seconds (0 = never)
+    // has its idle servers closed (see Pool::retiring) and, once it has none, is
+    // removed with its statistics. Returns the (database, user) of the pools removed.
+    // "Held" is seen from the pool's reference count: sessions keep theirs while
+    // connected; a copy held for a moment elsewhere (a SHOW) only restarts the count.
+    std::vector<std::pair<std::string, std::string>> free_unused(Clock::time_point now, double timeout,
+                                                                 const std::function<bool(const Pool&)>& freeable);
     std::shared_ptr<Limit> db_limit(const std::string& db);
     std::shared_ptr<Limit> user_limit(const std::string& user);
 
