@@ -112,18 +112,26 @@ struct App::Impl {
         }
     }
 
-    // autodb_idle_timeout: pools of databases served through "*" (not named in the
-    // configuration, not paused) that no client used for that long are freed.
+    // Pools nobody uses any more are freed: those of databases served through "*" (not
+    // named in the configuration, not paused) after autodb_idle_timeout without a
+    // client, and those of databases a RELOAD removed once their last client left.
     void free_unused_pools(std::chrono::steady_clock::time_point now) {
         auto snap = rt.snapshot();
         auto& cfg = *snap->config;
-        auto freed = rt.pools->free_unused(now, cfg.settings.autodb_idle_timeout, [&](const pool::Pool& p) {
-            return cfg.fallback_database && p.backend().empty() && !cfg.databases.contains(p.database()) &&
-                   !rt.is_paused(p.database());
-        });
-        for (auto& [db, user] : freed)
-            spdlog::info("pool {}/{} freed: unused for autodb_idle_timeout ({} s)", db, user,
-                         cfg.settings.autodb_idle_timeout);
+        auto limit = [&](const pool::Pool& p) -> double {
+            if (!p.backend().empty() || cfg.databases.contains(p.database()) || rt.is_paused(p.database()))
+                return -1;
+            if (!cfg.fallback_database) return 0;  // removed from the configuration
+            return cfg.settings.autodb_idle_timeout > 0 ? cfg.settings.autodb_idle_timeout : -1;
+        };
+        for (auto& p : rt.pools->free_unused(now, limit)) {
+            if (cfg.fallback_database)
+                spdlog::info("pool {}/{} freed: unused for autodb_idle_timeout ({} s)", p->database(), p->user(),
+                             cfg.settings.autodb_idle_timeout);
+            else
+                spdlog::info("pool {}/{} freed: its database was removed from the configuration", p->database(),
+                             p->user());
+        }
     }
 
     asio::awaitable<void> janitor(Worker& w) {

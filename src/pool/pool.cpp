@@ -529,14 +529,15 @@ std::vector<std::shared_ptr<Pool>> PoolRegistry::all() const {
     return r;
 }
 
-std::vector<std::pair<std::string, std::string>> PoolRegistry::free_unused(
-    Clock::time_point now, double timeout, const std::function<bool(const Pool&)>& freeable) {
-    std::vector<std::pair<std::string, std::string>> freed;
+std::vector<std::shared_ptr<Pool>> PoolRegistry::free_unused(Clock::time_point now,
+                                                             const std::function<double(const Pool&)>& limit) {
+    std::vector<std::shared_ptr<Pool>> freed;
     std::lock_guard lk(m_);
     for (auto it = pools_.begin(); it != pools_.end();) {
         auto& p = *it->second;
         // Only the registry holds it: no session (sessions get pools under m_).
-        if (timeout <= 0 || it->second.use_count() != 1 || !freeable(p)) {
+        double timeout = it->second.use_count() == 1 ? limit(p) : -1;
+        if (timeout < 0) {
             p.unused_since_.reset();
             p.retiring_.store(false, std::memory_order_relaxed);
             ++it;
@@ -552,7 +553,7 @@ std::vector<std::pair<std::string, std::string>> PoolRegistry::free_unused(
             ++it;
             continue;
         }
-        freed.emplace_back(p.database(), p.user());
+        freed.push_back(std::move(it->second));
         it = pools_.erase(it);
     }
     return freed;

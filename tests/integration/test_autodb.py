@@ -1,6 +1,8 @@
-"""The "*" fallback database (PgBouncer's autodb): any database name a client asks
-for is served from the fallback's server, one pool per (database, user), and
-autodb_idle_timeout frees those pools once no client has used them for that long."""
+"""Pools that nobody uses any more. The "*" fallback database (PgBouncer's autodb):
+any database name a client asks for is served from the fallback's server, one pool
+per (database, user), and autodb_idle_timeout frees those pools once no client has
+used them for that long. The pool of a database a RELOAD removed is freed when its
+last client leaves."""
 
 import time
 
@@ -113,3 +115,33 @@ def test_autodb_idle_timeout_zero_keeps_pools(pgrouter, pg, auto_dbs):
     time.sleep(3)
     assert pooled(p, a)
     assert pg.backends(USER, a) == 1
+
+
+@pytest.mark.pgrouter_only("PgBouncer 1.18 disconnects the clients of a database a RELOAD removed at once")
+def test_pool_of_removed_database_is_freed_when_its_last_client_leaves(pgrouter, pg, auto_dbs):
+    """A RELOAD that removes a database refuses new logins to it (3D000) but lets its
+    connected clients go on; when the last one leaves, the pool is freed and its
+    servers are closed (no "*" database here, so autodb_idle_timeout plays no part)."""
+    a = auto_dbs[0]
+    p = pgrouter({}, databases={helpers.DEFAULT_DB: {}, "leaving": {"dbname": a}})
+    c = p.connect(dbname="leaving")
+    try:
+        c.cursor().execute("SELECT 1")
+        del p.databases["leaving"]
+        p.write_config(None)
+        p.admin("RELOAD")
+        with pytest.raises(psycopg2.OperationalError) as e:
+            p.connect(dbname="leaving").close()
+        assert "leaving" in str(e.value)
+        time.sleep(1.5)  # a janitor round or more: the pool is still in use
+        with c.cursor() as cur:
+            cur.execute("SELECT current_database()")
+            assert cur.fetchone()[0] == a
+        assert any(r["database"] == "leaving" for r in show(p, "POOLS"))
+    finally:
+        c.close()
+    wait_until(lambda: not any(r["database"] == "leaving" for r in show(p, "POOLS")), 10,
+               "the pool of the removed database freed")
+    wait_until(lambda: pg.backends(USER, a) == 0, 10, "its servers closed")
+    assert "its database was removed from the configuration" in p.log()
+    assert use(p, helpers.DEFAULT_DB) == helpers.DEFAULT_DB  # the others go on

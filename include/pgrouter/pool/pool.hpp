@@ -252,14 +252,14 @@ public:
         return p;
     }
     std::vector<std::shared_ptr<Pool>> all() const;
-    // autodb_idle_timeout, called once a second from one thread: a pool for which
-    // `freeable` holds and that no client has held for `timeout` seconds (0 = never)
-    // has its idle servers closed (see Pool::retiring) and, once it has none, is
-    // removed with its statistics. Returns the (database, user) of the pools removed.
-    // "Held" is seen from the pool's reference count: sessions keep theirs while
-    // connected; a copy held for a moment elsewhere (a SHOW) only restarts the count.
-    std::vector<std::pair<std::string, std::string>> free_unused(Clock::time_point now, double timeout,
-                                                                 const std::function<bool(const Pool&)>& freeable);
+    // Called once a second from one thread: a pool that no client has held for
+    // `limit(pool)` seconds (negative: kept for ever) has its idle servers closed (see
+    // Pool::retiring) and, once it has none, is removed with its statistics. Returns
+    // the pools removed. "Held" is seen from the pool's reference count: sessions keep
+    // theirs while connected; a copy held for a moment elsewhere (a SHOW) only
+    // restarts the count.
+    std::vector<std::shared_ptr<Pool>> free_unused(Clock::time_point now,
+                                                   const std::function<double(const Pool&)>& limit);
     std::shared_ptr<Limit> db_limit(const std::string& db);
     std::shared_ptr<Limit> user_limit(const std::string& user);
 
