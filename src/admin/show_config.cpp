@@ -60,6 +60,7 @@ const std::vector<Key>& keys() {
             SETTING(reserve_pool_size, true),      SETTING(reserve_pool_timeout, true),
             SETTING(max_client_conn, true),        SETTING(max_db_connections, true),
             SETTING(max_user_connections, true),   SETTING(max_prepared_statements, true),
+            SETTING(max_packet_size, true),
             SETTING(server_reset_query, true),     SETTING(server_reset_query_always, true),
             SETTING(server_check_query, true),     SETTING(server_check_delay, true),
             SETTING(server_round_robin, true),     SETTING(server_fast_close, true),

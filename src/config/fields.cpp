@@ -400,6 +400,7 @@ constexpr Field<Settings> settings_fields[] = {
     {"max_db_connections", int_field<&S::max_db_connections>},
     {"max_user_connections", int_field<&S::max_user_connections>},
     {"max_prepared_statements", int_field<&S::max_prepared_statements>},
+    {"max_packet_size", int_field<&S::max_packet_size, 1>},
     {"server_reset_query", string_field<&S::server_reset_query>},
     {"server_reset_query_always", bool_field<&S::server_reset_query_always>},
     {"server_check_query", string_field<&S::server_check_query>},

@@ -21,7 +21,7 @@ constexpr std::string_view unsupported_keys[] = {
     "cancel_wait_timeout", "client_tls_dheparams",
     "client_tls_ecdhcurve", "conffile", "disable_pqexec", "dns_max_ttl",
     "dns_nxdomain_ttl", "dns_zone_check_period", "job_name",
-    "max_db_client_connections", "max_packet_size", "max_user_client_connections",
+    "max_db_client_connections", "max_user_client_connections",
     "peer_id", "pkt_buf", "query_wait_notify", "resolv_conf", "sbuf_loopcnt", "scram_iterations",
     "service_name", "so_reuseport", "suspend_timeout", "syslog",
     "syslog_facility", "syslog_ident", "tcp_defer_accept", "tcp_socket_buffer",

@@ -69,6 +69,10 @@ FrontendScanner::Result FrontendScanner::scan_capture(const char* data, std::siz
         }
         hdr_len_ = 0;
         auto h = decode_frontend_header(Bytes(reinterpret_cast<const std::byte*>(hdr_), 5));
+        if (h.status == Decode::ok && h.header.total() > max_total_) {
+            h.status = Decode::error;
+            h.error = kTooLarge;
+        }
         if (h.status == Decode::error) {
             r.error = h.error;
             r.bad_type = hdr_[0];
@@ -135,6 +139,10 @@ FrontendScanner::Result FrontendScanner::scan(const char* data, std::size_t n) {
         }
         auto h = decode_frontend_header(Bytes(reinterpret_cast<const std::byte*>(hdr_), 5));
         hdr_len_ = 0;
+        if (h.status == Decode::ok && h.header.total() > max_total_) {
+            h.status = Decode::error;
+            h.error = kTooLarge;
+        }
         if (h.status == Decode::error) {
             r.error = h.error;
             r.bad_type = hdr_[0];
@@ -198,8 +206,9 @@ BackendScanner::Result BackendScanner::scan(const char* data, std::size_t n) {
         if (hdr_len_ < 5) break;
         hdr_len_ = 0;
         auto h = decode_backend_header(Bytes(reinterpret_cast<const std::byte*>(hdr_), 5));
-        if (h.status == Decode::error) {
+        if (h.status == Decode::error || h.header.total() > max_total_) {
             r.error = true;
+            r.too_large = h.status == Decode::ok;
             return r;
         }
         type_ = h.header.type;

@@ -196,6 +196,11 @@ ClientSession::Active& ClientSession::active() {
         act_ = std::make_unique<Active>();
         act_->fscan.set_capture(track_);
         act_->bscan.set_watch(track_);
+        if (snap_) {
+            auto max = static_cast<std::uint32_t>(snap_->config->settings.max_packet_size);
+            act_->fscan.set_max_message(max);
+            act_->bscan.set_max_message(max);
+        }
     }
     return *act_;
 }
@@ -598,7 +603,10 @@ asio::awaitable<void> ClientSession::pump() {
         auto r = a.bscan.scan(buf.data, n);
         if (r.error) {
             server_->mark_broken();
-            kill(sqlstate::protocol_violation, "invalid server message framing");
+            if (r.too_large)
+                kill(sqlstate::program_limit_exceeded, "server message larger than max_packet_size");
+            else
+                kill(sqlstate::protocol_violation, "invalid server message framing");
             co_return;
         }
         for (auto& [k, v] : r.params) {

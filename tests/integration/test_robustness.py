@@ -421,3 +421,34 @@ def test_terminate_during_a_copy_from_the_client_closes_promptly(pgrouter, pg):
     c.wait_closed(10)
     assert time.monotonic() - t0 < 5
     assert_clean_server(p, table="copy_term")
+
+
+def closing_error(c):
+    """The ErrorResponse a client gets before the pooler closes it."""
+    msgs = c.wait_closed(10)
+    errors = [pgwire.PgError(pgwire.parse_fields(payload)) for t, payload in msgs if t == b"E"]
+    assert errors, f"closed without an ErrorResponse: {msgs}"
+    return errors[-1]
+
+
+@pytest.mark.pgrouter_only("PgBouncer 1.18 says 'bad packet header' (08P01); 54000 for a server's message")
+def test_max_packet_size(pgrouter, table):
+    """max_packet_size = 1000: a longer client message (an INSERT with a long literal)
+    ends that client with 08P01 before any of it reaches the server; a longer server
+    message (a wide row) ends it with 54000 and that server is closed, not pooled.
+    Messages up to the limit pass both ways."""
+    p = pgrouter({"default_pool_size": 1, "max_packet_size": 1000})
+    c = p.wire()
+    pid = int(c.scalar("SELECT pg_backend_pid()"))
+    assert c.scalar("SELECT length(repeat('x', 900))") == "900"  # a row under the limit
+    c.send(query_msg(f"INSERT INTO {table} SELECT length('{'y' * 2000}')"))
+    e = closing_error(c)
+    assert e.sqlstate == "08P01" and "max_packet_size" in str(e), e
+    assert assert_clean_server(p, table) == pid, "a client refused before sending anything cost its server"
+
+    c = p.wire()
+    assert c.query("BEGIN").status == "T"
+    c.send(query_msg("SELECT repeat('z', 5000)"))
+    e = closing_error(c)
+    assert e.sqlstate == "54000" and "max_packet_size" in str(e), e
+    assert assert_clean_server(p) != pid, "the server cut off mid-result went back to the pool"

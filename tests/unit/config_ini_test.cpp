@@ -178,6 +178,7 @@ TEST(IniSettings, KeysMapOntoSettingsAndTls) {
         "default_pool_size = 12",
         "server_idle_timeout = 1.5",
         "autodb_idle_timeout = 120",
+        "max_packet_size = 4096",
         "server_reset_query = DISCARD ALL; SELECT 1",
         "log_connections = no",
         "log_disconnections = off",
@@ -199,6 +200,7 @@ TEST(IniSettings, KeysMapOntoSettingsAndTls) {
     EXPECT_EQ(s.default_pool_size, 12);
     EXPECT_DOUBLE_EQ(s.server_idle_timeout, 1.5);
     EXPECT_DOUBLE_EQ(s.autodb_idle_timeout, 120.0);
+    EXPECT_EQ(s.max_packet_size, 4096);
     EXPECT_EQ(s.server_reset_query, "DISCARD ALL; SELECT 1");
     EXPECT_FALSE(s.log_connections);
     EXPECT_FALSE(s.log_disconnections);

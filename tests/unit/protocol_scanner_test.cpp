@@ -161,6 +161,55 @@ TEST(FrontendScanner, BadTypeAndLengthAreErrors) {
     }
 }
 
+TEST(FrontendScanner, MaxPacketSizeStopsAtTheHeader) {
+    // max_packet_size counts the whole message: type byte, length and body.
+    std::string q1, q2;
+    write_query(q1, "SELECT 1");                     // 14 bytes
+    write_query(q2, "SELECT '" + std::string(100, 'x') + "'");
+    for (bool capture : {false, true}) {
+        for (std::size_t cut : {std::size_t{0}, q1.size() + 3, q1.size() + 5, q1.size() + 20}) {
+            FrontendScanner sc;
+            sc.set_capture(capture);
+            sc.set_max_message(static_cast<std::uint32_t>(q1.size()));
+            std::string s = q1 + q2;
+            auto r = sc.scan(s.data(), std::min(cut ? cut : s.size(), s.size()));
+            if (cut && cut < q1.size() + 5) {  // the second header is not whole yet
+                EXPECT_EQ(r.error, nullptr);
+                r = sc.scan(s.data() + cut, s.size() - cut);
+            }
+            ASSERT_NE(r.error, nullptr) << capture << " " << cut;
+            EXPECT_STREQ(r.error, FrontendScanner::kTooLarge);
+        }
+        FrontendScanner ok;  // exactly at the limit: fine; reset() keeps the limit
+        ok.set_capture(capture);
+        ok.set_max_message(static_cast<std::uint32_t>(q1.size()));
+        EXPECT_EQ(ok.scan(q1.data(), q1.size()).error, nullptr);
+        ok.reset();
+        EXPECT_NE(ok.scan(q2.data(), q2.size()).error, nullptr);
+    }
+}
+
+TEST(BackendScanner, MaxPacketSizeFlagsALongRow) {
+    std::string small, big;
+    write_data_row(small, {std::string(10, 'y')});
+    write_data_row(big, {std::string(5000, 'y')});
+    BackendScanner sc;
+    sc.set_max_message(1000);
+    auto r = sc.scan(small.data(), small.size());
+    EXPECT_FALSE(r.error);
+    r = sc.scan(big.data(), 3);  // a header in pieces
+    EXPECT_FALSE(r.error);
+    sc.reset();  // keeps the limit
+    r = sc.scan(big.data(), big.size());
+    EXPECT_TRUE(r.error);
+    EXPECT_TRUE(r.too_large);
+    BackendScanner framing;  // a bad length is an error, not "too large"
+    std::string bad("D\0\0\0\2", 5);
+    r = framing.scan(bad.data(), bad.size());
+    EXPECT_TRUE(r.error);
+    EXPECT_FALSE(r.too_large);
+}
+
 std::string backend_stream() {
     std::string s;
     s += frontend('1', "");                   // ParseComplete

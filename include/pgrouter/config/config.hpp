@@ -52,6 +52,7 @@ struct Settings {  // [pgrouter]
     int max_db_connections = 0;
     int max_user_connections = 0;
     int max_prepared_statements = 200;
+    int max_packet_size = 2147483647;  // longest message allowed either way (type byte and length included)
     std::string server_reset_query = "DISCARD ALL";
     bool server_reset_query_always = false;
     std::string server_check_query;

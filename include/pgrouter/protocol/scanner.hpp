@@ -43,9 +43,15 @@ public:
     // After a failed or abandoned link, start clean.
     void reset() {
         bool c = capture_;
+        auto m = max_total_;
         *this = FrontendScanner{};
         capture_ = c;
+        max_total_ = m;
     }
+    // max_packet_size: a message longer than this (type byte and length included) is
+    // an error, reported at its header before any of it is forwarded.
+    void set_max_message(std::uint32_t total) { max_total_ = total; }
+    static constexpr const char* kTooLarge = "message larger than max_packet_size";
     // First message type seen in the last scan (for statement-level decisions).
     char last_type() const { return last_type_; }
 
@@ -59,6 +65,7 @@ private:
     char last_type_ = 0;
     bool capture_ = false;
     bool capturing_ = false;  // the current message is being collected into captured_
+    std::uint32_t max_total_ = 0xffffffff;
     std::string captured_;
 };
 
@@ -69,6 +76,7 @@ public:
         int ready_for_query = 0;     // ReadyForQuery messages seen
         char txn_status = 0;         // status of the last one
         bool error = false;          // malformed framing
+        bool too_large = false;      // (with error) a message longer than max_packet_size
         std::vector<std::pair<std::string, std::string>> params;  // ParameterStatus seen
         bool copy_in = false;        // CopyInResponse / CopyBothResponse seen
         // Watch mode only: ParseComplete, CloseComplete and ReadyForQuery in order,
@@ -87,13 +95,18 @@ public:
     bool watch() const { return watch_; }
     void reset() {
         bool w = watch_;
+        auto m = max_total_;
         *this = BackendScanner{};
         watch_ = w;
+        max_total_ = m;
     }
+    // max_packet_size, as FrontendScanner::set_max_message.
+    void set_max_message(std::uint32_t total) { max_total_ = total; }
 
 private:
     void on_body_complete(Result& r, long end);
     bool watch_ = false;
+    std::uint32_t max_total_ = 0xffffffff;
     long msg_begin_ = 0;        // where the current message began, in the current chunk
     std::size_t last_n_ = 0;    // size of the previous chunk
     std::size_t remaining_ = 0;
