@@ -2,6 +2,7 @@
 // SET builds a modified copy, validates it whole and publishes it.
 #include "pgrouter/admin/handlers.hpp"
 
+#include "pgrouter/app/logging.hpp"
 #include "pgrouter/app/runtime.hpp"
 #include "pgrouter/pool/pool.hpp"
 #include "pgrouter/session/errors.hpp"
@@ -77,7 +78,9 @@ const std::vector<Key>& keys() {
             SETTING(metrics_listen, false),
             SETTING(tcp_keepalive, true),          SETTING(tcp_keepcnt, true),
             SETTING(tcp_keepidle, true),           SETTING(tcp_keepintvl, true),
-            SETTING(tcp_user_timeout, true),
+            SETTING(tcp_user_timeout, true),       SETTING(tcp_socket_buffer, true),
+            SETTING(tcp_defer_accept, false),      SETTING(verbose, true),
+            SETTING(disable_pqexec, true),
             TLS(client_tls_sslmode),    TLS(client_tls_cert_file), TLS(client_tls_key_file),
             TLS(client_tls_ca_file),    TLS(server_tls_sslmode),   TLS(server_tls_ca_file),
             TLS(server_tls_cert_file),  TLS(server_tls_key_file),
@@ -161,6 +164,7 @@ asio::awaitable<void> set(Context& ctx, const Command& cmd) {
     }
     ctx.rt.publish(next);
     pool::reconfigure_all(*ctx.rt.pools, *next);
+    app::apply_log_level(next->config->settings);
     ctx.complete("SET " + key + "=" + value);
 }
 

@@ -30,6 +30,8 @@
 #include <cstdio>
 #include <fcntl.h>
 #include <grp.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -223,6 +225,10 @@ struct App::Impl {
                     int one = 1;
                     ::setsockopt(acc->native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
                     if (addr.is_v6()) acc->set_option(asio::ip::v6_only(true), ec);
+                    int defer = 45;  // seconds, as PgBouncer
+                    if (st.tcp_defer_accept &&
+                        ::setsockopt(acc->native_handle(), IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, sizeof defer) != 0)
+                        ec.assign(errno, boost::system::system_category());
                 }
                 if (!ec) acc->bind(ep, ec);
                 if (!ec) acc->listen(st.listen_backlog, ec);

@@ -155,21 +155,35 @@ std::shared_ptr<LogSink> current_sink() {
 
 void append_json_escaped(std::string& out, std::string_view s) { escape_into(out, s); }
 
+namespace {
+int cli_verbosity = 0;  // from the command line: -q (-1) or -v given N times
+
+spdlog::level::level_enum level_for(const config::Settings& st) {
+    if (cli_verbosity < 0) return spdlog::level::warn;
+    int v = std::max(cli_verbosity, st.verbose);
+    return v >= 2 ? spdlog::level::trace : v == 1 ? spdlog::level::debug : spdlog::level::info;
+}
+}  // namespace
+
 std::string setup_logging(const config::Settings& st, int verbosity) {
+    cli_verbosity = verbosity;
     auto sink = std::make_shared<LogSink>();
     sink->set_formatter(make_formatter(config::LogFormat::text));
     sink->use_format(st.log_format);
     std::string error = sink->open(st.logfile);
     auto logger = std::make_shared<spdlog::logger>("pgrouter", sink);
-    logger->set_level(verbosity < 0 ? spdlog::level::warn : verbosity > 0 ? spdlog::level::debug : spdlog::level::info);
+    logger->set_level(level_for(st));
     logger->flush_on(spdlog::level::info);
     spdlog::set_default_logger(logger);
     return error;
 }
 
+void apply_log_level(const config::Settings& st) { spdlog::default_logger()->set_level(level_for(st)); }
+
 std::string reopen_logs(const config::Settings& st) {
     auto sink = current_sink();
     if (!sink) return setup_logging(st, 0);
+    apply_log_level(st);  // verbose may have changed
     sink->use_format(st.log_format);
     return sink->open(st.logfile);
 }

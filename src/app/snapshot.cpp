@@ -108,6 +108,7 @@ std::shared_ptr<const Snapshot> build_snapshot(std::shared_ptr<const config::Con
     snap->tcp.keepidle = st.tcp_keepidle;
     snap->tcp.keepintvl = st.tcp_keepintvl;
     snap->tcp.user_timeout_ms = static_cast<unsigned>(std::ceil(st.tcp_user_timeout * 1000.0));
+    snap->tcp.socket_buffer = st.tcp_socket_buffer;
     snap->config = std::move(cfg);
     return snap;
 }

@@ -19,14 +19,14 @@ constexpr int max_include_depth = 10;  // as PgBouncer
 constexpr std::string_view unsupported_keys[] = {
     "auth_dbname", "auth_ident_file", "auth_ldap_options",
     "cancel_wait_timeout", "client_tls_dheparams",
-    "client_tls_ecdhcurve", "conffile", "disable_pqexec", "dns_max_ttl",
+    "client_tls_ecdhcurve", "conffile", "dns_max_ttl",
     "dns_nxdomain_ttl", "dns_zone_check_period", "job_name",
     "max_db_client_connections", "max_user_client_connections",
     "peer_id", "pkt_buf", "query_wait_notify", "resolv_conf", "sbuf_loopcnt", "scram_iterations",
     "service_name", "so_reuseport", "suspend_timeout", "syslog",
-    "syslog_facility", "syslog_ident", "tcp_defer_accept", "tcp_socket_buffer",
+    "syslog_facility", "syslog_ident",
     "track_extra_parameters", "transaction_timeout",
-    "user", "verbose", "logfile_rotate", "log_rotate_age", "stats_users_prefix"};
+    "user", "logfile_rotate", "log_rotate_age", "stats_users_prefix"};
 
 // Why some of them need nothing from pgrouter (else: "not supported by pgrouter").
 struct Why {

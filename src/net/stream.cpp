@@ -41,6 +41,8 @@ error_code Stream::tune(const TcpTuning& t) {
     if (!ec && t.keepalive && t.keepidle > 0) ec = set(IPPROTO_TCP, TCP_KEEPIDLE, t.keepidle);
     if (!ec && t.keepalive && t.keepintvl > 0) ec = set(IPPROTO_TCP, TCP_KEEPINTVL, t.keepintvl);
     if (!ec && t.user_timeout_ms > 0) ec = set(IPPROTO_TCP, TCP_USER_TIMEOUT, static_cast<int>(t.user_timeout_ms));
+    if (!ec && t.socket_buffer > 0) ec = set(SOL_SOCKET, SO_SNDBUF, t.socket_buffer);
+    if (!ec && t.socket_buffer > 0) ec = set(SOL_SOCKET, SO_RCVBUF, t.socket_buffer);
     return ec;
 }
 

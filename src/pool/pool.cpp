@@ -314,6 +314,8 @@ asio::awaitable<AcquireResult> Pool::connect_new(app::Worker& w, Clock::time_poi
         if (last_failure_ && last_failure_->generation == target->generation) last_failure_.reset();
         if (!welcome_) welcome_ = server->login_params();
     }
+    spdlog::debug("pool {}/{}: new server connection to {}:{} (backend pid {})", database_, user_, server->host(),
+                  server->port(), server->backend_pid());
     co_return AcquireResult{std::move(server), {}, {}};
 }
 
@@ -349,6 +351,8 @@ void Pool::release(app::Worker& w, std::unique_ptr<ServerConnection> s) {
 }
 
 void Pool::discard(app::Worker& w, std::unique_ptr<ServerConnection> s) {
+    spdlog::debug("pool {}/{}: closing server connection to {}:{} (backend pid {})", database_, user_, s->host(),
+                  s->port(), s->backend_pid());
     s->close();
     s.reset();
     std::lock_guard lk(m_);

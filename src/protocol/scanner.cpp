@@ -69,10 +69,7 @@ FrontendScanner::Result FrontendScanner::scan_capture(const char* data, std::siz
         }
         hdr_len_ = 0;
         auto h = decode_frontend_header(Bytes(reinterpret_cast<const std::byte*>(hdr_), 5));
-        if (h.status == Decode::ok && h.header.total() > max_total_) {
-            h.status = Decode::error;
-            h.error = kTooLarge;
-        }
+        apply_policy(h);
         if (h.status == Decode::error) {
             r.error = h.error;
             r.bad_type = hdr_[0];
@@ -115,6 +112,17 @@ FrontendScanner::Result FrontendScanner::scan_capture(const char* data, std::siz
     return r;
 }
 
+void FrontendScanner::apply_policy(HeaderResult& h) const {
+    if (h.status != Decode::ok) return;
+    if (h.header.total() > max_total_) {
+        h.status = Decode::error;
+        h.error = kTooLarge;
+    } else if (refuse_query_ && h.header.type == 'Q') {
+        h.status = Decode::error;
+        h.error = kQueryRefused;
+    }
+}
+
 FrontendScanner::Result FrontendScanner::scan(const char* data, std::size_t n) {
     if (capture_) return scan_capture(data, n);
     Result r;
@@ -139,10 +147,7 @@ FrontendScanner::Result FrontendScanner::scan(const char* data, std::size_t n) {
         }
         auto h = decode_frontend_header(Bytes(reinterpret_cast<const std::byte*>(hdr_), 5));
         hdr_len_ = 0;
-        if (h.status == Decode::ok && h.header.total() > max_total_) {
-            h.status = Decode::error;
-            h.error = kTooLarge;
-        }
+        apply_policy(h);
         if (h.status == Decode::error) {
             r.error = h.error;
             r.bad_type = hdr_[0];

@@ -200,6 +200,7 @@ ClientSession::Active& ClientSession::active() {
             auto max = static_cast<std::uint32_t>(snap_->config->settings.max_packet_size);
             act_->fscan.set_max_message(max);
             act_->bscan.set_max_message(max);
+            act_->fscan.set_refuse_simple_query(snap_->config->settings.disable_pqexec);
         }
     }
     return *act_;

@@ -3,6 +3,7 @@
 import re
 import socket
 import subprocess
+import time
 
 import pytest
 
@@ -103,10 +104,10 @@ def test_check_ini_warnings_are_one_line_each_in_the_same_form(tmp_path):
     (tmp_path / "userlist.txt").write_text('"app_md5" "md5-secret"\n')
     path = tmp_path / "pgbouncer.ini"
     path.write_text("[databases]\ntestdb = host=127.0.0.1 port=5432\n[pgbouncer]\nlisten_port = 6432\n"
-                    f"auth_file = {tmp_path}/userlist.txt\ntcp_defer_accept = 1\ntcp_keepidle = 30\n")
+                    f"auth_file = {tmp_path}/userlist.txt\nsuspend_timeout = 10\ntcp_keepidle = 30\n")
     r = pgrouter_cmd("--check", path)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stderr.splitlines() == [f"{path}:6: pgbouncer.tcp_defer_accept: warning: not supported by pgrouter, "
+    assert r.stderr.splitlines() == [f"{path}:6: pgbouncer.suspend_timeout: warning: not supported by pgrouter, "
                                      "ignored"], r.stderr
 
 
@@ -200,3 +201,24 @@ def test_sigusr1_pauses_sigusr2_resumes(pgrouter):
         assert result == [42]
     finally:
         c.close()
+
+
+@pytest.mark.pgrouter_only("the log lines are pgrouter's")
+def test_verbose_setting_and_set_verbose(pgrouter):
+    """`verbose = 1` in pgbouncer.ini logs at debug level (each server connection
+    opened and closed); SET verbose = 0 on the console goes back to info."""
+    p = pgrouter({"verbose": 1, "default_pool_size": 1}, fmt="ini")
+    c = p.connect()
+    c.cursor().execute("SELECT 1")
+    helpers.wait_until(lambda: "new server connection to" in p.log(), 5, "a debug line for the new server")
+    p.admin("SET verbose = 0")
+    p.admin("RECONNECT")
+    before = p.log().count("new server connection to")
+    c.cursor().execute("SELECT 2")  # a new server: not logged at info level
+    c.close()
+    time.sleep(0.5)
+    assert p.log().count("new server connection to") == before
+    quiet = pgrouter({"default_pool_size": 1})
+    with quiet.connect() as q:
+        q.cursor().execute("SELECT 1")
+    assert "new server connection to" not in quiet.log()

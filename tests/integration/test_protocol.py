@@ -481,3 +481,28 @@ def test_cancel_request_with_unknown_key_is_harmless(pgrouter):
     finally:
         c.close()
     assert_still_serving(p)
+
+
+@pytest.mark.parametrize("fmt", ["toml", "ini"])
+def test_disable_pqexec_refuses_simple_queries(pgrouter, fmt):
+    """disable_pqexec: the extended protocol is served; a Query message (simple
+    protocol, which can carry several statements) ends the session with 08P01 and
+    never reaches the server. The admin console (simple queries only) still works."""
+    p = pgrouter({"disable_pqexec": True}, fmt=fmt)
+    c = p.wire()
+    try:
+        c.send(pgwire.parse_msg("SELECT $1::int * 10") + pgwire.bind_msg(("4",)) + pgwire.execute_msg()
+               + pgwire.sync_msg())
+        r = c.read_until_ready()
+        assert r.error is None and r.rows == [["40"]], r.messages
+        c.send(pgwire.query_msg("SELECT 1; SELECT 2"))
+        msgs = c.wait_closed(10)
+        errors = [pgwire.PgError(pgwire.parse_fields(b)) for t, b in msgs if t == b"E"]
+        assert not any(t == b"D" for t, _ in msgs), msgs
+        assert errors and errors[-1].sqlstate == "08P01", msgs
+        if p.kind == "pgrouter":
+            assert "disable_pqexec" in errors[-1].message
+    finally:
+        c.close()
+    if p.kind == "pgrouter":  # PgBouncer 1.18 refuses the console's queries too
+        assert p.admin("SHOW VERSION")  # the console still takes simple queries

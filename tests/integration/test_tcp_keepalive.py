@@ -25,9 +25,10 @@ from helpers import wait_until
 SYS_PIDFD_GETFD = 438  # x86_64 and aarch64
 
 
-def pooler_sockets(pid):
+def pooler_sockets(pid, listening=False):
     """Every connected TCP socket of process `pid`, duplicated into this process:
-    a list of (local (host, port), peer (host, port), socket)."""
+    a list of (local (host, port), peer (host, port), socket). With `listening`:
+    its listening TCP sockets instead, as (local, None, socket)."""
     libc = ctypes.CDLL(None, use_errno=True)
     pidfd = os.pidfd_open(pid)
     out = []
@@ -49,8 +50,12 @@ def pooler_sockets(pid):
                 s.close()
                 continue
             try:
-                out.append((s.getsockname()[:2], s.getpeername()[:2], s))
+                peer = s.getpeername()[:2]
             except OSError:  # a listening socket
+                peer = None
+            if (peer is None) == listening:
+                out.append((s.getsockname()[:2], peer, s))
+            else:
                 s.close()
     finally:
         os.close(pidfd)
@@ -67,13 +72,13 @@ def tcp_options(s):
     }
 
 
-def side_options(p, pg, client_port):
-    """TCP options of the pooler's socket to the client at `client_port`, and of each of
-    its sockets to the server: (client options, [server options])."""
+def side_options(p, pg, client_port, read=tcp_options):
+    """TCP options (`read` of a socket) of the pooler's socket to the client at
+    `client_port`, and of each of its sockets to the server: (client, [servers])."""
     socks = pooler_sockets(p.proc.pid)
     try:
-        client = [tcp_options(s) for local, peer, s in socks if local[1] == p.port and peer[1] == client_port]
-        servers = [tcp_options(s) for local, peer, s in socks if peer[1] == pg.port]
+        client = [read(s) for local, peer, s in socks if local[1] == p.port and peer[1] == client_port]
+        servers = [read(s) for local, peer, s in socks if peer[1] == pg.port]
     finally:
         for _, _, s in socks:
             s.close()
@@ -205,6 +210,53 @@ def test_keepalive_is_on_by_default_and_can_be_turned_off(pgrouter, pg):
     finally:
         for c in conns:
             c.close()
+
+
+def buffer_sizes(s):
+    return (s.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF), s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+
+
+@pytest.mark.parametrize("fmt", ["toml", "ini"])
+def test_tcp_socket_buffer_sets_both_buffers_on_both_sides(pgrouter, pg, fmt):
+    p = pgrouter({"tcp_socket_buffer": 50000, "workers": 1}, fmt=fmt)
+    c = p.connect(autocommit=False)
+    try:
+        with c.cursor() as cur:
+            cur.execute("SELECT 1")  # in a transaction: the server stays linked
+        client, servers = side_options(p, pg, local_port(c), read=buffer_sizes)
+        want = (100000, 100000)  # Linux doubles what setsockopt asked for (bookkeeping overhead)
+        assert client == want
+        assert servers == [want] * len(servers)
+    finally:
+        c.close()
+
+
+def listener_defer_accept(p):
+    socks = pooler_sockets(p.proc.pid, listening=True)
+    try:
+        vals = [s.getsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT) for local, _, s in socks
+                if local[1] == p.port]
+    finally:
+        for _, _, s in socks:
+            s.close()
+    assert vals, "no TCP listener of the pooler found"
+    return vals
+
+
+@pytest.mark.pgrouter_only("PgBouncer 1.18 defers by default on Linux; pgrouter does not")
+def test_tcp_defer_accept_on_the_listeners(pgrouter, pg):
+    on = pgrouter({"tcp_defer_accept": True, "workers": 2}, fmt="ini")
+    off = pgrouter({"workers": 2})
+    # Set in seconds, kept by the kernel as SYN-ACK retransmissions: reads back as the
+    # retransmission schedule's time that covers 45 s.
+    assert all(v >= 45 for v in listener_defer_accept(on)), listener_defer_accept(on)
+    assert listener_defer_accept(off) == [0] * len(listener_defer_accept(off))
+    c = on.connect()  # clients speak first: served as usual
+    try:
+        with c.cursor() as cur:
+            cur.execute("SELECT 1")
+    finally:
+        c.close()
 
 
 # --------------------------------------------------------------------------- dead peers

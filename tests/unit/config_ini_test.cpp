@@ -179,6 +179,10 @@ TEST(IniSettings, KeysMapOntoSettingsAndTls) {
         "server_idle_timeout = 1.5",
         "autodb_idle_timeout = 120",
         "max_packet_size = 4096",
+        "tcp_defer_accept = 1",
+        "tcp_socket_buffer = 65536",
+        "verbose = 2",
+        "disable_pqexec = 1",
         "server_reset_query = DISCARD ALL; SELECT 1",
         "log_connections = no",
         "log_disconnections = off",
@@ -201,6 +205,10 @@ TEST(IniSettings, KeysMapOntoSettingsAndTls) {
     EXPECT_DOUBLE_EQ(s.server_idle_timeout, 1.5);
     EXPECT_DOUBLE_EQ(s.autodb_idle_timeout, 120.0);
     EXPECT_EQ(s.max_packet_size, 4096);
+    EXPECT_TRUE(s.tcp_defer_accept);
+    EXPECT_EQ(s.tcp_socket_buffer, 65536);
+    EXPECT_EQ(s.verbose, 2);
+    EXPECT_TRUE(s.disable_pqexec);
     EXPECT_EQ(s.server_reset_query, "DISCARD ALL; SELECT 1");
     EXPECT_FALSE(s.log_connections);
     EXPECT_FALSE(s.log_disconnections);
@@ -305,7 +313,7 @@ TEST(IniSettings, UnsupportedAndUnknownKeysAreWarnings) {
     auto r = load(lines({
         "[pgbouncer]",
         "so_reuseport = 1",
-        "tcp_defer_accept = 1",
+        "sbuf_loopcnt = 10",
         "dns_max_ttl = 15",
         "suspend_timeout = 10",
         "listen_prot = 6432",
@@ -320,7 +328,7 @@ TEST(IniSettings, UnsupportedAndUnknownKeysAreWarnings) {
     EXPECT_EQ(r.problems[0].to_string(),
               "/etc/pgbouncer/pgbouncer.ini:2: pgbouncer.so_reuseport: warning: ignored: pgrouter's own workers "
               "share the port; a second pgrouter cannot");
-    EXPECT_EQ(find(r, "pgbouncer.tcp_defer_accept")->line, 3);
+    EXPECT_EQ(find(r, "pgbouncer.sbuf_loopcnt")->line, 3);
     EXPECT_EQ(find(r, "pgbouncer.dns_max_ttl")->reason,
               "ignored: pgrouter resolves host names at each new server connection and caches nothing");
     EXPECT_EQ(find(r, "pgbouncer.suspend_timeout")->reason, "not supported by pgrouter, ignored");

@@ -189,6 +189,28 @@ TEST(FrontendScanner, MaxPacketSizeStopsAtTheHeader) {
     }
 }
 
+TEST(FrontendScanner, DisablePqexecRefusesQueryOnly) {
+    std::string ext = parse("", "SELECT 1") + bind_msg("") + execute() + sync();
+    std::string q;
+    write_query(q, "SELECT 1; SELECT 2");
+    for (bool capture : {false, true}) {
+        FrontendScanner sc;
+        sc.set_capture(capture);
+        sc.set_refuse_simple_query(true);
+        auto r = sc.scan(ext.data(), ext.size());
+        EXPECT_EQ(r.error, nullptr);
+        EXPECT_EQ(r.sync_points, 1);
+        sc.reset();  // keeps the setting
+        std::string s = ext + q;
+        r = sc.scan(s.data(), s.size());
+        ASSERT_NE(r.error, nullptr);
+        EXPECT_STREQ(r.error, FrontendScanner::kQueryRefused);
+        if (!capture) {
+            EXPECT_EQ(r.forward, ext.size());  // what came before still goes
+        }
+    }
+}
+
 TEST(BackendScanner, MaxPacketSizeFlagsALongRow) {
     std::string small, big;
     write_data_row(small, {std::string(10, 'y')});

@@ -18,6 +18,9 @@ std::string setup_logging(const config::Settings& st, int verbosity);
 // Returns "" or why the file cannot be opened (the old one is kept then).
 std::string reopen_logs(const config::Settings& st);
 
+// The log level from `verbose` and the command line's -v / -q (RELOAD, SET verbose).
+void apply_log_level(const config::Settings& st);
+
 // One JSON string's contents: quotes, backslashes and control characters
 // escaped, invalid UTF-8 replaced by U+FFFD. Appends to `out`.
 void append_json_escaped(std::string& out, std::string_view s);

@@ -77,6 +77,10 @@ struct Settings {  // [pgrouter]
     int tcp_keepidle = 0;            // seconds idle before the first probe
     int tcp_keepintvl = 0;           // seconds between probes
     double tcp_user_timeout = 0.0;   // seconds sent data may stay unacknowledged
+    int tcp_socket_buffer = 0;       // SO_SNDBUF and SO_RCVBUF in bytes; 0 = the OS default
+    bool tcp_defer_accept = false;   // TCP_DEFER_ACCEPT (45 s) on TCP listeners: woken by data, not SYN
+    int verbose = 0;                 // as -v given this many times (1 debug, 2+ trace)
+    bool disable_pqexec = false;     // refuse the simple query protocol ('Q') from clients
     std::vector<std::string> ignore_startup_parameters{"extra_float_digits"};
     bool application_name_add_host = false;
     bool log_connections = true;

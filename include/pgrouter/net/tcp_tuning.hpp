@@ -11,6 +11,7 @@ struct TcpTuning {
     int keepidle = 0;         // seconds idle before the first probe
     int keepintvl = 0;        // seconds between probes
     unsigned user_timeout_ms = 0;  // TCP_USER_TIMEOUT
+    int socket_buffer = 0;         // SO_SNDBUF and SO_RCVBUF (bytes)
 };
 
 }  // namespace pgrouter::net

@@ -44,19 +44,25 @@ public:
     void reset() {
         bool c = capture_;
         auto m = max_total_;
+        bool q = refuse_query_;
         *this = FrontendScanner{};
         capture_ = c;
         max_total_ = m;
+        refuse_query_ = q;
     }
     // max_packet_size: a message longer than this (type byte and length included) is
     // an error, reported at its header before any of it is forwarded.
     void set_max_message(std::uint32_t total) { max_total_ = total; }
     static constexpr const char* kTooLarge = "message larger than max_packet_size";
+    // disable_pqexec: a Query message (simple protocol) is an error, as kTooLarge.
+    void set_refuse_simple_query(bool on) { refuse_query_ = on; }
+    static constexpr const char* kQueryRefused = "simple query protocol disabled (disable_pqexec)";
     // First message type seen in the last scan (for statement-level decisions).
     char last_type() const { return last_type_; }
 
 private:
     Result scan_capture(const char* data, std::size_t n);
+    void apply_policy(HeaderResult& h) const;  // max_packet_size, disable_pqexec
     bool note_type(char t, Result& r);  // sync points and flags; false on a bad type
     std::size_t remaining_ = 0;  // body bytes of the current message still to come
     char hdr_[5]{};
@@ -66,6 +72,7 @@ private:
     bool capture_ = false;
     bool capturing_ = false;  // the current message is being collected into captured_
     std::uint32_t max_total_ = 0xffffffff;
+    bool refuse_query_ = false;
     std::string captured_;
 };
 
