@@ -86,6 +86,7 @@ const std::vector<Key>& keys() {
             TLS(server_tls_cert_file),  TLS(server_tls_key_file),
             TLS(client_tls_protocols),  TLS(client_tls_ciphers),   TLS(client_tls13_ciphers),
             TLS(server_tls_protocols),  TLS(server_tls_ciphers),   TLS(server_tls13_ciphers),
+            TLS(client_tls_ecdhcurve),  TLS(client_tls_dheparams),
             Key{"conffile", [](const Config& c) { return c.path; }, false},
         };
         std::sort(k.begin(), k.end(), [](const Key& a, const Key& b) { return a.name < b.name; });

@@ -5,15 +5,21 @@
 #include <cmath>
 #include <cstdint>
 
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/param_build.h>
 #include <openssl/ssl.h>
+#include <strings.h>
 
 namespace pgrouter::app {
 
 namespace {
 // Allowed protocol versions (validated when the config was loaded) and cipher lists.
 void restrict_tls(SSL_CTX* ctx, const std::string& protocols, const std::string& ciphers,
-                  const std::string& tls13_ciphers, std::vector<std::string>& errors, const char* side) {
+                  const std::string& tls13_ciphers, std::vector<std::string>& errors, const char* side,
+                  const std::string& exclude = {}) {
     std::string why;
     unsigned allowed = config::parse_tls_protocols(protocols, why).value_or(config::tls1_2 | config::tls1_3);
     constexpr int version[] = {TLS1_VERSION, TLS1_1_VERSION, TLS1_2_VERSION, TLS1_3_VERSION};
@@ -29,11 +35,67 @@ void restrict_tls(SSL_CTX* ctx, const std::string& protocols, const std::string&
     for (int i = lo; i <= hi; ++i)  // a version left out between two allowed ones
         if (!(allowed & (1u << i))) SSL_CTX_set_options(ctx, none[i]);
     auto list = config::openssl_cipher_list(ciphers);
-    if (!list.empty() && SSL_CTX_set_cipher_list(ctx, list.c_str()) != 1)
+    if (!list.empty() && SSL_CTX_set_cipher_list(ctx, list.c_str()) != 1) {
         errors.push_back(std::string("tls.") + side + "_tls_ciphers: no cipher matches \"" + ciphers + "\"");
+    } else if (!exclude.empty()) {
+        // Key exchanges turned off (client_tls_ecdhcurve / client_tls_dheparams = none).
+        auto narrowed = (list.empty() ? std::string("DEFAULT") : list) + exclude;
+        if (SSL_CTX_set_cipher_list(ctx, narrowed.c_str()) != 1)
+            errors.push_back(std::string("tls.") + side + "_tls_ciphers: no cipher of \"" + ciphers +
+                             "\" left without the key exchanges turned off");
+    }
     if (!tls13_ciphers.empty() && SSL_CTX_set_ciphersuites(ctx, tls13_ciphers.c_str()) != 1)
         errors.push_back(std::string("tls.") + side + "_tls13_ciphers: no TLS 1.3 cipher suite matches \"" +
                          tls13_ciphers + "\"");
+    ERR_clear_error();
+}
+
+bool is(const std::string& v, const char* word) { return strcasecmp(v.c_str(), word) == 0; }
+
+// client_tls_ecdhcurve / client_tls_dheparams: what restrict_tls must leave out of the
+// cipher list (":!kECDHE", ":!kDHE").
+std::string excluded_key_exchanges(const config::TlsSettings& tls) {
+    std::string out;
+    if (is(tls.client_tls_ecdhcurve, "none")) out += ":!kECDHE";
+    if (is(tls.client_tls_dheparams, "none")) out += ":!kDHE";
+    return out;
+}
+
+// The groups and DH parameters themselves; after restrict_tls (the security level set
+// by the cipher list decides whether 1024-bit DH is allowed).
+void key_exchange(SSL_CTX* ctx, const config::TlsSettings& tls, std::vector<std::string>& errors) {
+    auto& curve = tls.client_tls_ecdhcurve;
+    if (!curve.empty() && !is(curve, "auto") && !is(curve, "none") && SSL_CTX_set1_groups_list(ctx, curve.c_str()) != 1)
+        errors.push_back("tls.client_tls_ecdhcurve: no curve (group) named \"" + curve + "\"");
+    auto& dh = tls.client_tls_dheparams;
+    if (is(dh, "auto")) {
+        SSL_CTX_set_dh_auto(ctx, 1);
+    } else if (is(dh, "legacy")) {
+        // The 1024-bit MODP group of RFC 2409 (Oakley group 2), generator 2.
+        EVP_PKEY* pkey = nullptr;
+        BIGNUM* p = BN_get_rfc2409_prime_1024(nullptr);
+        BIGNUM* g = BN_new();
+        OSSL_PARAM_BLD* bld = OSSL_PARAM_BLD_new();
+        OSSL_PARAM* params = nullptr;
+        EVP_PKEY_CTX* pctx = EVP_PKEY_CTX_new_from_name(nullptr, "DH", nullptr);
+        if (p && g && bld && pctx && BN_set_word(g, 2) && OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_FFC_P, p) &&
+            OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_FFC_G, g) && (params = OSSL_PARAM_BLD_to_param(bld)) &&
+            EVP_PKEY_fromdata_init(pctx) == 1 && EVP_PKEY_fromdata(pctx, &pkey, EVP_PKEY_KEY_PARAMETERS, params) == 1) {
+            if (SSL_CTX_set0_tmp_dh_pkey(ctx, pkey) == 1)
+                pkey = nullptr;  // owned by ctx now
+            else
+                errors.push_back("tls.client_tls_dheparams: OpenSSL refuses 1024-bit DH at this security level "
+                                 "(add @SECLEVEL=0 to client_tls_ciphers, or use auto)");
+        } else {
+            errors.push_back("tls.client_tls_dheparams: cannot build the 1024-bit DH parameters");
+        }
+        EVP_PKEY_free(pkey);
+        EVP_PKEY_CTX_free(pctx);
+        OSSL_PARAM_free(params);
+        OSSL_PARAM_BLD_free(bld);
+        BN_free(g);
+        BN_free(p);
+    }
     ERR_clear_error();
 }
 
@@ -93,9 +155,11 @@ std::shared_ptr<const Snapshot> build_snapshot(std::shared_ptr<const config::Con
         else
             snap->client_tls = make_tls(true, tls.client_tls_cert_file, tls.client_tls_key_file, tls.client_tls_ca_file,
                                         tls.client_tls_sslmode, errors, "client");
-        if (snap->client_tls)
+        if (snap->client_tls) {
             restrict_tls(snap->client_tls->native_handle(), tls.client_tls_protocols, tls.client_tls_ciphers,
-                         tls.client_tls13_ciphers, errors, "client");
+                         tls.client_tls13_ciphers, errors, "client", excluded_key_exchanges(tls));
+            key_exchange(snap->client_tls->native_handle(), tls, errors);
+        }
     }
     if (tls.server_tls_sslmode != config::SslMode::disable) {
         snap->server_tls = make_tls(false, tls.server_tls_cert_file, tls.server_tls_key_file, tls.server_tls_ca_file,

@@ -281,6 +281,16 @@ SetResult tls_protocols_field(Owner<M>& o, const SettingValue& v) {
 }
 
 template <auto M>
+SetResult dheparams_field(Owner<M>& o, const SettingValue& v) {
+    std::string s;
+    if (auto r = to_text(v, s); !r.ok()) return r;
+    for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (s != "auto" && s != "none" && s != "legacy") return bad("expected auto, none or legacy, got \"" + s + "\"");
+    o.*M = std::move(s);
+    return ok_result;
+}
+
+template <auto M>
 SetResult positive_seconds_field(Owner<M>& o, const SettingValue& v) {
     return to_seconds(v, true, o.*M);
 }
@@ -454,6 +464,8 @@ constexpr Field<TlsSettings> tls_fields[] = {
     {"client_tls_protocols", tls_protocols_field<&Tls::client_tls_protocols>},
     {"client_tls_ciphers", string_field<&Tls::client_tls_ciphers>},
     {"client_tls13_ciphers", string_field<&Tls::client_tls13_ciphers>},
+    {"client_tls_ecdhcurve", string_field<&Tls::client_tls_ecdhcurve>},
+    {"client_tls_dheparams", dheparams_field<&Tls::client_tls_dheparams>},
     {"server_tls_protocols", tls_protocols_field<&Tls::server_tls_protocols>},
     {"server_tls_ciphers", string_field<&Tls::server_tls_ciphers>},
     {"server_tls13_ciphers", string_field<&Tls::server_tls13_ciphers>},

@@ -18,8 +18,7 @@ constexpr int max_include_depth = 10;  // as PgBouncer
 // PgBouncer [pgbouncer] keys with no pgrouter equivalent: accepted with a warning.
 constexpr std::string_view unsupported_keys[] = {
     "auth_dbname", "auth_ident_file", "auth_ldap_options",
-    "cancel_wait_timeout", "client_tls_dheparams",
-    "client_tls_ecdhcurve", "conffile", "dns_max_ttl",
+    "cancel_wait_timeout", "conffile", "dns_max_ttl",
     "dns_nxdomain_ttl", "dns_zone_check_period", "job_name",
     "max_db_client_connections", "max_user_client_connections",
     "peer_id", "pkt_buf", "query_wait_notify", "resolv_conf", "sbuf_loopcnt", "scram_iterations",

@@ -15,6 +15,7 @@ All certificates come from a throwaway CA made with the openssl CLI (EC P-256).
 """
 
 import random
+import re
 import shutil
 import ssl
 import struct
@@ -63,8 +64,9 @@ def _make_ca(d, name, cn):
              cwd=d)
 
 
-def _make_leaf(d, name, cn, ca, san=None, client=False):
-    _openssl(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+def _make_leaf(d, name, cn, ca, san=None, client=False, rsa=False):
+    key = ["-newkey", "rsa:2048"] if rsa else ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+    _openssl(["req", "-new"] + key + ["-nodes",
               "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}"], cwd=d)
     ext = ["basicConstraints=CA:FALSE", "keyUsage=critical,digitalSignature,keyEncipherment",
            "extendedKeyUsage=" + ("clientAuth" if client else "serverAuth")]
@@ -84,6 +86,8 @@ def certs():
         _make_ca(d, "other_ca", "some other CA")
         # The server certificate of the pooler and of the TLS PostgreSQL.
         _make_leaf(d, "server", "127.0.0.1", "ca", san="IP:127.0.0.1,DNS:localhost")
+        # An RSA one: finite-field DHE key exchange needs an RSA (or DSA) certificate.
+        _make_leaf(d, "server_rsa", "127.0.0.1", "ca", san="IP:127.0.0.1,DNS:localhost", rsa=True)
         # Signed by the right CA but naming another host: verify-ca accepts it, verify-full must not.
         _make_leaf(d, "misnamed", "db.example.invalid", "ca", san="DNS:db.example.invalid")
         # Client certificates: CN = the user name.
@@ -686,6 +690,83 @@ def test_bad_cipher_list_is_refused_at_start_and_on_reload(pgrouter, certs):
     assert "client_tls_ciphers" in str(err.value)
     assert negotiated(p)[0] == "TLSv1.3"  # the running configuration stays
     assert ("client_tls_ciphers", "default") in [(k, v) for k, v, *_ in p.admin("SHOW CONFIG")]
+
+
+def s_client(p, *args):
+    """openssl s_client through PostgreSQL's SSLRequest: (handshake done, its report)."""
+    r = subprocess.run(["openssl", "s_client", "-connect", f"{p.host}:{p.port}", "-starttls", "postgres", *args],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    out = r.stdout + r.stderr
+    return r.returncode == 0 and "Cipher is (NONE)" not in out, out
+
+
+def temp_key(out):
+    m = re.search(r"Server Temp Key: (.*)", out)
+    return m.group(1).strip() if m else None
+
+
+def test_client_tls_ecdhcurve(pgrouter, certs):
+    """client_tls_ecdhcurve names the groups offered for the (EC)DHE key exchange: a
+    client offering only another curve fails the handshake; "auto" (the default)
+    takes OpenSSL's list."""
+    p = pgrouter(tls=dict(client_tls(certs, "require", ca=False), client_tls_ecdhcurve="secp384r1"))
+    for version in ("-tls1_2", "-tls1_3"):
+        ok, out = s_client(p, version, "-groups", "P-384:P-256")
+        assert ok, out
+        assert "secp384r1" in temp_key(out), out
+        ok, out = s_client(p, version, "-groups", "P-256:X25519")
+        assert not ok, out
+    default = pgrouter(tls=client_tls(certs, "require", ca=False))
+    ok, out = s_client(default, "-groups", "X25519")
+    assert ok and "X25519" in temp_key(out), out
+
+
+@pytest.mark.pgrouter_only("PgBouncer 1.18 with OpenSSL 3 still negotiates ECDHE under client_tls_ecdhcurve=none")
+def test_client_tls_ecdhcurve_none(pgrouter, certs):
+    none = pgrouter(tls=dict(client_tls(certs, "require", ca=False), client_tls_ecdhcurve="none"))
+    assert not s_client(none, "-tls1_2")[0]  # an EC certificate has nothing left in TLS 1.2
+    assert s_client(none, "-tls1_3")[0]
+
+
+@pytest.mark.pgrouter_only("pgrouter refuses an unknown curve; PgBouncer 1.18 only logs it")
+def test_unknown_ecdh_curve_is_refused(pgrouter, certs):
+    bad = pgrouter(tls=dict(client_tls(certs, "require", ca=False), client_tls_ecdhcurve="no-such-curve"),
+                   start=False)
+    bad.write_config(None)
+    r = subprocess.run([str(helpers.PGROUTER_BIN), str(bad.config_path)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert 'tls.client_tls_ecdhcurve: no curve (group) named "no-such-curve"' in r.stderr, r.stderr
+
+
+def test_client_tls_dheparams(pgrouter, certs):
+    """client_tls_dheparams: "auto" (the default) serves DHE cipher suites with 2048-bit
+    or larger parameters; "none" refuses a client that offers only DHE; "legacy" uses
+    1024-bit parameters, which need a lowered OpenSSL security level on both ends."""
+    rsa = dict(client_tls(certs, "require", ca=False), client_tls_cert_file=certs.server_rsa_crt,
+               client_tls_key_file=certs.server_rsa_key)
+    dhe = ["-tls1_2", "-cipher", "DHE-RSA-AES128-GCM-SHA256"]
+    ok, out = s_client(pgrouter(tls=rsa), *dhe)
+    assert ok, out
+    bits = int(re.search(r"DH, (\d+) bits", temp_key(out)).group(1))
+    assert bits >= 2048, out
+    assert not s_client(pgrouter(tls=dict(rsa, client_tls_dheparams="none")), *dhe)[0]
+    legacy = pgrouter(tls=dict(rsa, client_tls_dheparams="legacy", client_tls_ciphers="DEFAULT:@SECLEVEL=0"))
+    ok, out = s_client(legacy, "-tls1_2", "-cipher", "DHE-RSA-AES128-GCM-SHA256:@SECLEVEL=0")
+    assert ok and temp_key(out) == "DH, 1024 bits", out
+
+
+@pytest.mark.pgrouter_only("pgrouter checks the value and the security level at start")
+def test_bad_dheparams_are_refused(pgrouter, certs):
+    rsa = dict(client_tls(certs, "require", ca=False), client_tls_cert_file=certs.server_rsa_crt,
+               client_tls_key_file=certs.server_rsa_key)
+    for value, why in (("huge", 'tls.client_tls_dheparams: expected auto, none or legacy, got "huge"'),
+                       ("legacy", "tls.client_tls_dheparams: OpenSSL refuses 1024-bit DH at this security level")):
+        bad = pgrouter(tls=dict(rsa, client_tls_dheparams=value), start=False)
+        bad.write_config(None)
+        r = subprocess.run([str(helpers.PGROUTER_BIN), str(bad.config_path)], capture_output=True, text=True,
+                           timeout=30)
+        assert r.returncode == 1, (r.returncode, r.stderr)
+        assert why in r.stderr, r.stderr
 
 
 def pgrouter_backend_tls(p):

@@ -183,6 +183,8 @@ TEST(IniSettings, KeysMapOntoSettingsAndTls) {
         "tcp_socket_buffer = 65536",
         "verbose = 2",
         "disable_pqexec = 1",
+        "client_tls_ecdhcurve = prime256v1",
+        "client_tls_dheparams = Legacy",
         "server_reset_query = DISCARD ALL; SELECT 1",
         "log_connections = no",
         "log_disconnections = off",
@@ -209,6 +211,8 @@ TEST(IniSettings, KeysMapOntoSettingsAndTls) {
     EXPECT_EQ(s.tcp_socket_buffer, 65536);
     EXPECT_EQ(s.verbose, 2);
     EXPECT_TRUE(s.disable_pqexec);
+    EXPECT_EQ(r.config->tls.client_tls_ecdhcurve, "prime256v1");
+    EXPECT_EQ(r.config->tls.client_tls_dheparams, "legacy");
     EXPECT_EQ(s.server_reset_query, "DISCARD ALL; SELECT 1");
     EXPECT_FALSE(s.log_connections);
     EXPECT_FALSE(s.log_disconnections);

@@ -107,6 +107,10 @@ struct TlsSettings {  // [tls]
     std::string client_tls_protocols = "secure";
     std::string client_tls_ciphers = "default";  // OpenSSL syntax (TLS 1.2 and lower) or a shortcut
     std::string client_tls13_ciphers;            // TLS 1.3 suites, ':'-separated; "" = OpenSSL's
+    // Key exchange with clients (TLS 1.2 and lower for `none`): ECDHE groups ("auto" =
+    // OpenSSL's, "none", or curve names) and finite-field DHE ("auto", "none", "legacy").
+    std::string client_tls_ecdhcurve = "auto";
+    std::string client_tls_dheparams = "auto";
     std::string server_tls_protocols = "secure";
     std::string server_tls_ciphers = "default";
     std::string server_tls13_ciphers;
