@@ -241,7 +241,7 @@ void ClientSession::on_client_ready(net::error_code ec) {
 }
 
 void ClientSession::shrink(Clock::time_point now) {
-    if (!act_ || shrinking_ || closing_ || !logged_in_ || serve_running_ || pump_running_ || server_ ||
+    if (!act_ || shrinking_ || closing_ || !logged_in_ || serve_running_ || pump_running_ || server_ || gone_watch_pending_ ||
         !read_pending_ || read_done_ || act_->read_taker || client_.is_tls() || act_->fscan.partial() ||
         act_->fscan.unsynced() || now - last_activity_ < std::chrono::milliseconds(200))
         return;
@@ -488,10 +488,11 @@ asio::awaitable<bool> ClientSession::link() {
 
 void ClientSession::watch_client_gone() {
     if (gone_watch_pending_ || closing_ || client_broken_) return;
-    if (!gone_watch_) gone_watch_ = std::make_unique<asio::cancellation_signal>();
+    auto& a = active();  // a waiting client is active: it sent what it waits to send
+    if (!a.gone_watch) a.gone_watch = std::make_unique<asio::cancellation_signal>();
     gone_watch_pending_ = true;
     auto done = asio::bind_cancellation_slot(
-        gone_watch_->slot(), [self = shared_from_this()](net::error_code ec) { self->on_client_stirred(ec); });
+        a.gone_watch->slot(), [self = shared_from_this()](net::error_code ec) { self->on_client_stirred(ec); });
     if (auto* t = client_.lowest_tcp_socket())
         t->async_wait(asio::socket_base::wait_read, std::move(done));
     else
@@ -499,7 +500,7 @@ void ClientSession::watch_client_gone() {
 }
 
 void ClientSession::stop_watching_client() {
-    if (gone_watch_pending_) gone_watch_->emit(asio::cancellation_type::all);
+    if (gone_watch_pending_ && act_ && act_->gone_watch) act_->gone_watch->emit(asio::cancellation_type::all);
 }
 
 void ClientSession::on_client_stirred(net::error_code ec) {

@@ -224,6 +224,7 @@ private:
         int syncs_sent = 0, rfq_seen = 0;  // per link
         std::string held;                   // server bytes held back (partial header)
         std::unique_ptr<asio::steady_timer> pump_done;  // made when finish() waits for the pump
+        std::unique_ptr<asio::cancellation_signal> gone_watch;  // made on the first wait for a server
         Clock::time_point query_started, last_ready, xact_started, wait_started;
         // The client read (plain sockets): where it reads, its result when it
         // finished while nobody waited, and the serving coroutine waiting for it.
@@ -258,8 +259,7 @@ private:
     void stop_watching_client();
     void on_client_stirred(net::error_code ec);
     void left_while_waiting();
-    std::unique_ptr<asio::cancellation_signal> gone_watch_;  // made on the first wait
-    bool gone_watch_pending_ = false;
+    bool gone_watch_pending_ = false;  // its signal is Active::gone_watch
     bool timeout_cancel_sent_ = false;
     bool logged_in_ = false;
 };
