@@ -47,6 +47,33 @@ void Worker::join() {
 
 Runtime::Runtime()
     : pools(std::make_unique<pool::PoolRegistry>(*this)), cancels(std::make_unique<session::CancelRegistry>(*this)) {}
+const char* Runtime::admit_client(const std::string& db, const std::string& user, int db_max, int user_max) {
+    std::lock_guard lk(clients_m_);
+    int& d = db_clients_[db];
+    int& u = user_clients_[user];
+    const char* refused = db_max > 0 && d >= db_max       ? "max_db_client_connections"
+                          : user_max > 0 && u >= user_max ? "max_user_client_connections"
+                                                          : nullptr;
+    if (!refused) {
+        ++d;
+        ++u;
+    } else {
+        if (d == 0) db_clients_.erase(db);  // made by the lookup above
+        if (u == 0) user_clients_.erase(user);
+    }
+    return refused;
+}
+
+void Runtime::leave_client(const std::string& db, const std::string& user) {
+    std::lock_guard lk(clients_m_);
+    auto drop = [](std::map<std::string, int>& m, const std::string& k) {
+        auto it = m.find(k);
+        if (it != m.end() && --it->second <= 0) m.erase(it);
+    };
+    drop(db_clients_, db);
+    drop(user_clients_, user);
+}
+
 void Runtime::set_paused(const std::string& db, bool on) {
     std::lock_guard lk(control_m_);
     if (db == "*" && !on)

@@ -140,8 +140,8 @@ std::string format_scram_secret(const ScramSecret& s) {
 
 ScramServer::ScramServer(ScramSecret secret) : secret_(std::move(secret)) {}
 
-ScramServer ScramServer::from_password(std::string_view password) {
-    return ScramServer(make_scram_secret(password, random_bytes(16), 4096));
+ScramServer ScramServer::from_password(std::string_view password, int iterations) {
+    return ScramServer(make_scram_secret(password, random_bytes(16), iterations));
 }
 
 std::optional<std::string> ScramServer::fail(std::string reason) {

@@ -409,8 +409,11 @@ constexpr Field<Settings> settings_fields[] = {
     {"max_client_conn", int_field<&S::max_client_conn, 1>},
     {"max_db_connections", int_field<&S::max_db_connections>},
     {"max_user_connections", int_field<&S::max_user_connections>},
+    {"max_db_client_connections", int_field<&S::max_db_client_connections>},
+    {"max_user_client_connections", int_field<&S::max_user_client_connections>},
     {"max_prepared_statements", int_field<&S::max_prepared_statements>},
     {"max_packet_size", int_field<&S::max_packet_size, 1>},
+    {"scram_iterations", int_field<&S::scram_iterations, 1>},
     {"server_reset_query", string_field<&S::server_reset_query>},
     {"server_reset_query_always", bool_field<&S::server_reset_query_always>},
     {"server_check_query", string_field<&S::server_check_query>},
@@ -426,6 +429,8 @@ constexpr Field<Settings> settings_fields[] = {
     {"client_idle_timeout", seconds_field<&S::client_idle_timeout>},
     {"client_login_timeout", seconds_field<&S::client_login_timeout>},
     {"idle_transaction_timeout", seconds_field<&S::idle_transaction_timeout>},
+    {"transaction_timeout", seconds_field<&S::transaction_timeout>},
+    {"query_wait_notify", seconds_field<&S::query_wait_notify>},
     {"shutdown_timeout", seconds_field<&S::shutdown_timeout>},
     {"autodb_idle_timeout", seconds_field<&S::autodb_idle_timeout>},
     // The kernel's limits (MAX_TCP_KEEPCNT, MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL).
@@ -485,6 +490,7 @@ constexpr Field<DatabaseConfig> database_fields[] = {
     {"user", string_field<&D::user>},
     {"password", string_field<&D::password>},
     {"max_db_connections", int_field<&D::max_db_connections>},
+    {"max_db_client_connections", int_field<&D::max_db_client_connections>},
     {"auth_user", string_field<&D::auth_user>},
     {"client_encoding", string_field<&D::client_encoding>},
     {"datestyle", string_field<&D::datestyle>},
@@ -497,6 +503,7 @@ using U = UserConfig;
 constexpr Field<UserConfig> user_fields[] = {
     {"pool_mode", optional_enum_field<&U::pool_mode>},
     {"max_user_connections", int_field<&U::max_user_connections>},
+    {"max_user_client_connections", int_field<&U::max_user_client_connections>},
 };
 
 using C = ClusterConfig;

@@ -20,11 +20,10 @@ constexpr std::string_view unsupported_keys[] = {
     "auth_dbname", "auth_ident_file", "auth_ldap_options",
     "cancel_wait_timeout", "conffile", "dns_max_ttl",
     "dns_nxdomain_ttl", "dns_zone_check_period", "job_name",
-    "max_db_client_connections", "max_user_client_connections",
-    "peer_id", "pkt_buf", "query_wait_notify", "resolv_conf", "sbuf_loopcnt", "scram_iterations",
+    "peer_id", "pkt_buf", "resolv_conf", "sbuf_loopcnt",
     "service_name", "so_reuseport", "suspend_timeout", "syslog",
     "syslog_facility", "syslog_ident",
-    "track_extra_parameters", "transaction_timeout",
+    "track_extra_parameters",
     "user", "logfile_rotate", "log_rotate_age", "stats_users_prefix"};
 
 // Why some of them need nothing from pgrouter (else: "not supported by pgrouter").
@@ -40,6 +39,7 @@ constexpr Why why_ignored[] = {
     {"peer_id", "pgrouter runs one process with several workers: no peers to forward cancels to"},
     {"pkt_buf", "pgrouter sizes its buffers itself"},
     {"sbuf_loopcnt", "pgrouter sizes its buffers itself"},
+    {"cancel_wait_timeout", "pgrouter forwards a cancel request at once on a connection of its own, never queued"},
     {"user", "start pgrouter as the user it should run as (systemd User=)"},
     {"syslog", "pgrouter logs to logfile or stderr (journald under systemd)"},
     {"syslog_facility", "pgrouter logs to logfile or stderr (journald under systemd)"},

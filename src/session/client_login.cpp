@@ -315,7 +315,7 @@ asio::awaitable<bool> ClientSession::auth_password_exchange(int method, Clock::t
     // SCRAM-SHA-256
     std::optional<auth::ScramServer> scram;
     if (cred->kind == auth::SecretKind::plain) {
-        scram.emplace(auth::ScramServer::from_password(cred->secret));
+        scram.emplace(auth::ScramServer::from_password(cred->secret, snap_->config->settings.scram_iterations));
     } else if (auto sec = auth::parse_scram_secret(cred->secret)) {
         scram.emplace(*sec);
     } else {
@@ -494,6 +494,17 @@ asio::awaitable<bool> ClientSession::attach(Clock::time_point deadline) {
     if (rt.is_disabled(database_)) {
         co_await fail(sqlstate::connection_failure, "database \"" + database_ + "\" is disabled");
         co_return false;
+    }
+    {
+        int db_max = db->max_db_client_connections >= 0 ? db->max_db_client_connections : st.max_db_client_connections;
+        int user_max = st.max_user_client_connections;
+        if (auto u = cfg.users.find(user_); u != cfg.users.end() && u->second.max_user_client_connections >= 0)
+            user_max = u->second.max_user_client_connections;
+        if (auto limit = rt.admit_client(database_, user_, db_max, user_max)) {
+            co_await fail(sqlstate::too_many_connections, std::string("no more connections allowed (") + limit + ")");
+            co_return false;
+        }
+        client_counted_ = true;
     }
     pool_mode_ = static_cast<int>(config::effective_pool_mode(cfg, *db, user_));
     pool_ = pool_for(*db, user_);

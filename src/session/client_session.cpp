@@ -7,6 +7,7 @@
 #include "pgrouter/routing/cluster.hpp"
 #include "pgrouter/session/cancel_registry.hpp"
 #include "pgrouter/protocol/prepared.hpp"
+#include "pgrouter/protocol/protocol.hpp"
 #include "pgrouter/session/errors.hpp"
 #include "pgrouter/session/server_connection.hpp"
 #include "pgrouter/stats/counters.hpp"
@@ -17,6 +18,7 @@
 #include <boost/asio/bind_allocator.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -51,6 +53,7 @@ ClientSession::ClientSession(app::Worker& w, net::Stream s, std::uint64_t id)
 }
 
 ClientSession::~ClientSession() {
+    if (client_counted_) worker_.runtime().leave_client(database_, user_);
     worker_.runtime().client_count.fetch_sub(1);
     worker_.runtime().client_frees.fetch_add(1, std::memory_order_relaxed);
 }
@@ -443,6 +446,7 @@ asio::awaitable<bool> ClientSession::link() {
     auto& a = active();
     a.wait_started = Clock::now();
     waiting_ = true;
+    wait_notified_ = false;
     // PAUSE holds new transactions until RESUME (bounded by query_wait_timeout).
     if (worker_.runtime().is_paused(database_)) watch_client_gone();
     while (worker_.runtime().is_paused(database_) && !closing_) {
@@ -458,6 +462,11 @@ asio::awaitable<bool> ClientSession::link() {
     bool got = co_await acquire_server(a.wait_started + secs(wait));
     stop_watching_client();
     waiting_ = false;
+    // A query_wait_notify NOTICE still being written goes out whole before anything else.
+    while (notice_writing_ && !closing_) {
+        asio::steady_timer t(worker_.ctx(), std::chrono::milliseconds(1));
+        co_await t.async_wait(token);
+    }
     auto& counters = pool_->counters(worker_.index());
     auto waited = static_cast<std::uint64_t>(
         std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - a.wait_started).count());
@@ -484,6 +493,15 @@ asio::awaitable<bool> ClientSession::link() {
         if (e) spdlog::error("client {}: pump ended by exception", self->id());
     });
     co_return true;
+}
+
+asio::awaitable<void> ClientSession::notify_waiting() {
+    auto self = shared_from_this();
+    std::string out;
+    protocol::write_notice_response(
+        out, "01000", "no server connection available in pool " + database_.str() + "/" + user_.str() + ": query queued");
+    co_await send(out);
+    notice_writing_ = false;
 }
 
 void ClientSession::watch_client_gone() {
@@ -893,9 +911,19 @@ void ClientSession::janitor(Clock::time_point now) {
                    now - a.last_ready > secs(st.idle_transaction_timeout)) {
             server_->mark_broken();
             kill(sqlstate::idle_in_transaction_timeout, "idle transaction timeout");
+        } else if ((pending_ > 0 || txn_status_ != 'I') && st.transaction_timeout > 0 &&
+                   now - a.xact_started > secs(st.transaction_timeout)) {
+            // A transaction, or a statement outside one, that ran too long: the server
+            // is in the middle of it, so it is closed with the session.
+            server_->mark_broken();
+            kill(sqlstate::transaction_timeout, "transaction timeout");
         }
     } else if (waiting_ && !gone_watch_pending_ && client_.peer_hung_up()) {
         left_while_waiting();  // its watch saw more bytes first (see on_client_stirred)
+    } else if (waiting_ && !wait_notified_ && st.query_wait_notify > 0 && act_ &&
+               now - act_->wait_started > secs(st.query_wait_notify)) {
+        wait_notified_ = notice_writing_ = true;
+        asio::co_spawn(worker_.ctx(), notify_waiting(), asio::detached);
     } else if (st.client_idle_timeout > 0 && now - last_activity_ > secs(st.client_idle_timeout)) {
         kill(sqlstate::idle_session_timeout, "client_idle_timeout");
     } else {

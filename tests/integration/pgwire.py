@@ -292,6 +292,7 @@ class WireClient:
                     first = scram.client_first().encode()
                     self.send(message(b"p", cstr("SCRAM-SHA-256") + struct.pack("!I", len(first)) + first))
                 elif code == 11:
+                    self.scram_server_first = payload[4:].decode()
                     self.send(message(b"p", scram.client_final(payload[4:].decode()).encode()))
                 elif code == 12:
                     scram.verify_server_final(payload[4:].decode())

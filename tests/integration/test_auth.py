@@ -75,6 +75,21 @@ def test_scram_with_plaintext_userlist(pgrouter):
         assert cur.fetchone()[0] == "app_scram"
 
 
+@pytest.mark.parametrize("iterations", [None, 10000])
+def test_scram_iterations_for_plaintext_passwords(pgrouter, iterations):
+    """A SCRAM login against a plain-text auth_file password uses scram_iterations
+    rounds (default 4096, as PostgreSQL and PgBouncer), seen in server-first-message."""
+    p = pgrouter({"auth_type": "scram-sha-256", **({"scram_iterations": iterations} if iterations else {})},
+                 fmt="ini")
+    c = p.wire(user="app_plain")
+    try:
+        attrs = dict(kv.split("=", 1) for kv in c.scram_server_first.split(","))
+        assert int(attrs["i"]) == (iterations or 4096), c.scram_server_first
+        assert c.scalar("SELECT current_user") == "app_plain"
+    finally:
+        c.terminate()
+
+
 def test_scram_with_secret_from_pg_authid(pgrouter, pg):
     """The userlist holds the SCRAM verifier, not the password: the pooler must also log in
     to the server (hba scram-sha-256) with the keys the client proved it has."""

@@ -7,6 +7,7 @@ import time
 import psycopg2
 import pytest
 
+import helpers
 import pgwire
 from helpers import sqlstate
 
@@ -277,3 +278,85 @@ def test_client_gone_while_queued_never_runs_its_query(pgrouter, pg, how):
         victim.close()
         holder.close()
         console.close()
+
+
+def refused(p, **kw):
+    with pytest.raises(pgwire.PgError) as e:
+        p.wire(**kw).terminate()
+    assert e.value.sqlstate == "53300", e.value
+    return e.value.message
+
+
+@pytest.mark.pgrouter_only("max_db_client_connections is newer than PgBouncer 1.18")
+def test_max_db_client_connections(pgrouter):
+    """Client connections per database name (all users): the global limit, and a
+    database's own; a slot frees when a client leaves."""
+    p = pgrouter({"max_db_client_connections": 2},
+                 databases={"testdb": {}, "otherdb": {"dbname": "testdb", "max_db_client_connections": 1}})
+    held = [p.wire(), p.wire(user="app_scram", password="scram-secret")]
+    try:
+        assert "max_db_client_connections" in refused(p)
+        other = p.wire(dbname="otherdb")  # another name: counted apart
+        assert "max_db_client_connections" in refused(p, dbname="otherdb")
+        other.terminate()
+        assert held[0].scalar("SELECT 1") == "1"
+        held.pop().terminate()
+        # SHOW CLIENTS: type, user, database, ...
+        helpers.wait_until(lambda: len([r for r in p.admin("SHOW CLIENTS") if r[2] == "testdb"]) == 1, 5,
+                           "the client gone")
+        held.append(p.wire())  # its slot is free again
+    finally:
+        for c in held:
+            c.terminate()
+
+
+@pytest.mark.pgrouter_only("max_user_client_connections is newer than PgBouncer 1.18")
+def test_max_user_client_connections(pgrouter):
+    """Client connections per user (all databases): the global limit, and a user's own."""
+    p = pgrouter({"max_user_client_connections": 1}, users={"app_scram": {"max_user_client_connections": 2}},
+                 databases={"testdb": {}, "otherdb": {"dbname": "testdb"}})
+    a = p.wire()
+    s1 = p.wire(user="app_scram", password="scram-secret")
+    s2 = p.wire(user="app_scram", password="scram-secret", dbname="otherdb")
+    try:
+        assert "max_user_client_connections" in refused(p, dbname="otherdb")  # app_md5 has its one
+        assert "max_user_client_connections" in refused(p, user="app_scram", password="scram-secret")
+        assert a.scalar("SELECT 1") == "1" and s2.scalar("SELECT 2") == "2"
+    finally:
+        for c in (a, s1, s2):
+            c.terminate()
+    helpers.wait_until(lambda: not [r for r in p.admin("SHOW CLIENTS") if r[1] == "app_md5"], 5, "clients gone")
+    p.wire().terminate()
+
+
+@pytest.mark.pgrouter_only("query_wait_notify is newer than PgBouncer 1.18")
+@pytest.mark.parametrize("notify", [1, 0])
+def test_query_wait_notify(pgrouter, notify):
+    """A client queued for a server longer than query_wait_notify gets one NOTICE
+    while it waits (0: none), then its result as usual."""
+    p = pgrouter({"default_pool_size": 1, "query_wait_notify": notify})
+    holder = p.connect(autocommit=False)
+    waiter = p.wire()
+    try:
+        holder.cursor().execute("SELECT 1")  # in a transaction: the only server is the holder's
+        waiter.send(pgwire.query_msg("SELECT 42"))
+        seen = []
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            try:
+                seen.append(waiter.read_message(timeout=max(0.1, deadline - time.monotonic())))
+            except pgwire.WireError:
+                break
+        notices = [pgwire.parse_fields(b) for t, b in seen if t == b"N"]
+        if notify:
+            assert len(notices) == 1, seen
+            assert "query queued" in notices[0]["M"] and notices[0]["S"] == "NOTICE", notices
+        else:
+            assert seen == [], seen
+        assert not any(t == b"D" for t, _ in seen)
+        holder.commit()
+        r = waiter.read_until_ready()
+        assert r.rows == [["42"]] and r.error is None, r.messages
+    finally:
+        waiter.close()
+        holder.close()

@@ -218,3 +218,54 @@ def test_server_connect_timeout_blackhole(pgrouter):
         assert e.value.sqlstate == sqlstate("08006"), e.value
     finally:
         hole.close()
+
+
+@pytest.mark.pgrouter_only("transaction_timeout is newer than PgBouncer 1.18")
+@pytest.mark.parametrize("shape", ["one-long-statement", "busy-transaction"])
+def test_transaction_timeout(pgrouter, pg, shape):
+    """transaction_timeout = 1: a statement outside a transaction, or a transaction
+    kept busy with short statements, that runs past it ends the session with 25P04 and
+    its server is closed (the backend goes away); short transactions are unaffected."""
+    p = pgrouter({"transaction_timeout": 1, "default_pool_size": 1})
+    short = p.wire()
+    for _ in range(3):  # short ones, spread over more than the timeout
+        assert short.query("BEGIN").status == "T"
+        assert short.query("COMMIT").status == "I"
+        time.sleep(0.5)
+    pid = int(short.scalar("SELECT pg_backend_pid()"))
+    short.terminate()
+    c = p.wire()
+    try:
+        t0 = time.monotonic()
+        if shape == "one-long-statement":
+            c.send(pgwire.query_msg("SELECT pg_sleep(10)"))
+            msgs = c.wait_closed(10)
+        else:
+            assert c.query("BEGIN").status == "T"
+            msgs = []
+            while time.monotonic() - t0 < 8:
+                c.send(pgwire.query_msg("SELECT pg_sleep(0.2)"))
+                closed = False
+                while True:  # up to ReadyForQuery, or the end of the connection
+                    m = c.read_message()
+                    if m is None:
+                        closed = True
+                        break
+                    msgs.append(m)
+                    if m[0] == b"Z":
+                        break
+                if closed:
+                    break
+        elapsed = time.monotonic() - t0
+        assert 0.9 <= elapsed <= 5, f"ended after {elapsed:.1f} s"
+        assert [e.get("C") for e in errors(msgs)] == ["25P04"], msgs
+    finally:
+        c.close()
+    # The server in the middle of it was closed, not pooled.
+    helpers.wait_until(lambda: pg.sql("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid])[0][0] == 0,
+                       10, "the server of the timed-out transaction closed")
+    c2 = p.connect()
+    try:
+        assert one(c2, "SELECT txid_current_if_assigned() IS NULL") is True
+    finally:
+        c2.close()

@@ -69,7 +69,8 @@ TEST(IniDatabases, LibpqStyleLineWithQuoting) {
     auto r = load(lines({
         "[databases]",
         "app = host=db1 port=6543 dbname='my ''big'' db' user=bob password='p w=1' pool_size=5 "
-        "min_pool_size=1 reserve_pool=2 max_db_connections=9 pool_mode=Session client_encoding=UTF8 "
+        "min_pool_size=1 reserve_pool=2 max_db_connections=9 max_db_client_connections=90 pool_mode=Session "
+        "client_encoding=UTF8 "
         "datestyle=ISO timezone=UTC application_name='a b' auth_user=au connect_query='SELECT 1'",
         "[pgbouncer]",
     }));
@@ -86,6 +87,7 @@ TEST(IniDatabases, LibpqStyleLineWithQuoting) {
     EXPECT_EQ(d.min_pool_size, 1);
     EXPECT_EQ(d.reserve_pool_size, 2);
     EXPECT_EQ(d.max_db_connections, 9);
+    EXPECT_EQ(d.max_db_client_connections, 90);
     EXPECT_EQ(d.pool_mode, cfg::PoolMode::session);
     EXPECT_EQ(d.client_encoding, "UTF8");
     EXPECT_EQ(d.datestyle, "ISO");
@@ -151,12 +153,13 @@ TEST(IniDatabases, UnsupportedParameterIsAWarning) {
 }
 
 TEST(IniUsers, PoolModeAndLimits) {
-    auto r = load(lines({"[users]", "rep = pool_mode=session max_user_connections=4", "[pgbouncer]"}));
+    auto r = load(lines({"[users]", "rep = pool_mode=session max_user_connections=4 max_user_client_connections=8", "[pgbouncer]"}));
     ASSERT_TRUE(r.ok()) << dump(r);
     const auto& u = r.config->users.at("rep");
     EXPECT_EQ(u.name, "rep");
     EXPECT_EQ(u.pool_mode, cfg::PoolMode::session);
     EXPECT_EQ(u.max_user_connections, 4);
+    EXPECT_EQ(u.max_user_client_connections, 8);
     expect_error(lines({"[users]", "rep = max_user_connections=-1", "[pgbouncer]"}),
                  "users.rep.max_user_connections", 2, ">= 0");
     expect_error(lines({"[users]", "rep = pool_mod=session", "[pgbouncer]"}), "users.rep.pool_mod", 2,
@@ -185,6 +188,11 @@ TEST(IniSettings, KeysMapOntoSettingsAndTls) {
         "disable_pqexec = 1",
         "client_tls_ecdhcurve = prime256v1",
         "client_tls_dheparams = Legacy",
+        "max_db_client_connections = 50",
+        "max_user_client_connections = 40",
+        "transaction_timeout = 30",
+        "query_wait_notify = 0",
+        "scram_iterations = 10000",
         "server_reset_query = DISCARD ALL; SELECT 1",
         "log_connections = no",
         "log_disconnections = off",
@@ -213,6 +221,11 @@ TEST(IniSettings, KeysMapOntoSettingsAndTls) {
     EXPECT_TRUE(s.disable_pqexec);
     EXPECT_EQ(r.config->tls.client_tls_ecdhcurve, "prime256v1");
     EXPECT_EQ(r.config->tls.client_tls_dheparams, "legacy");
+    EXPECT_EQ(s.max_db_client_connections, 50);
+    EXPECT_EQ(s.max_user_client_connections, 40);
+    EXPECT_DOUBLE_EQ(s.transaction_timeout, 30.0);
+    EXPECT_DOUBLE_EQ(s.query_wait_notify, 0.0);
+    EXPECT_EQ(s.scram_iterations, 10000);
     EXPECT_EQ(s.server_reset_query, "DISCARD ALL; SELECT 1");
     EXPECT_FALSE(s.log_connections);
     EXPECT_FALSE(s.log_disconnections);

@@ -140,6 +140,12 @@ public:
     void set_disabled(const std::string& db, bool on);
     bool is_paused(const std::string& db) const;
     bool is_disabled(const std::string& db) const;
+    // max_db_client_connections / max_user_client_connections: logged-in clients per
+    // database name and per user. admit_client() counts a client in when both counts are
+    // under their limits (0 = none) and returns null, else the name of the limit hit;
+    // leave_client() counts an admitted client out.
+    const char* admit_client(const std::string& db, const std::string& user, int db_max, int user_max);
+    void leave_client(const std::string& db, const std::string& user);
 
     // Set by App: RELOAD (returns "" or the problems), and SHUTDOWN (true = immediate).
     std::function<std::string()> reload;
@@ -156,6 +162,8 @@ private:
     mutable std::mutex control_m_;
     std::map<std::string, std::pair<bool, bool>> control_;  // db -> (paused, disabled)
     std::atomic<int> any_control_{0};                        // fast path: nothing paused or disabled
+    std::mutex clients_m_;
+    std::map<std::string, int> db_clients_, user_clients_;  // see admit_client
 };
 
 }  // namespace pgrouter::app

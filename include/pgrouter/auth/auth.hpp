@@ -67,7 +67,8 @@ class ScramServer {
 public:
     explicit ScramServer(ScramSecret secret);
     // From a plaintext password (salt random, 4096 iterations).
-    static ScramServer from_password(std::string_view password);
+    // A secret made on the fly from a plain-text password (scram_iterations rounds).
+    static ScramServer from_password(std::string_view password, int iterations = 4096);
     // client-first-message -> server-first-message; nullopt + error() on bad input.
     std::optional<std::string> handle_client_first(std::string_view msg);
     // client-final-message -> server-final-message ("v=..."); nullopt on bad input or wrong proof.

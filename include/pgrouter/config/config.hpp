@@ -51,7 +51,10 @@ struct Settings {  // [pgrouter]
     int max_client_conn = 10000;
     int max_db_connections = 0;
     int max_user_connections = 0;
+    int max_db_client_connections = 0;    // clients per database (the name they connect to); 0 = no limit
+    int max_user_client_connections = 0;  // clients per login user; 0 = no limit
     int max_prepared_statements = 200;
+    int scram_iterations = 4096;  // rounds of a SCRAM secret made from a plain-text auth_file password
     int max_packet_size = 2147483647;  // longest message allowed either way (type byte and length included)
     std::string server_reset_query = "DISCARD ALL";
     bool server_reset_query_always = false;
@@ -68,6 +71,8 @@ struct Settings {  // [pgrouter]
     double client_idle_timeout = 0.0;
     double client_login_timeout = 60.0;
     double idle_transaction_timeout = 0.0;
+    double transaction_timeout = 0.0;     // a transaction (or a lone query) longer than this ends the session
+    double query_wait_notify = 5.0;       // a NOTICE to a client queued this long for a server; 0 = none
     double shutdown_timeout = 30.0;
     double autodb_idle_timeout = 3600.0;  // pools made through the "*" database, unused this long, are freed; 0 = never
     // TCP keepalive and TCP_USER_TIMEOUT on client and server TCP connections, as
@@ -165,6 +170,7 @@ struct DatabaseConfig {  // [databases.X]
     std::string user;                 // forced server user
     std::string password;             // forced server password (pgbouncer.ini password=)
     int max_db_connections = -1;
+    int max_db_client_connections = -1;  // -1 = the global one
     std::string auth_user;
     std::string client_encoding, datestyle, timezone, application_name;  // connect-time params (ini)
     std::string connect_query;        // run once on each new server connection (ini connect_query=)
@@ -174,6 +180,7 @@ struct UserConfig {  // [users.X]
     std::string name;
     std::optional<PoolMode> pool_mode;
     int max_user_connections = -1;
+    int max_user_client_connections = -1;  // -1 = the global one
 };
 
 struct Config {

@@ -260,6 +260,11 @@ private:
     void on_client_stirred(net::error_code ec);
     void left_while_waiting();
     bool gone_watch_pending_ = false;  // its signal is Active::gone_watch
+    bool client_counted_ = false;      // admitted by Runtime::admit_client (counted out at the end)
+    bool wait_notified_ = false;       // query_wait_notify sent for the current wait
+    bool notice_writing_ = false;      // that NOTICE is being written
+    // query_wait_notify: tells a client queued that long that it waits for a server.
+    asio::awaitable<void> notify_waiting();
     bool timeout_cancel_sent_ = false;
     bool logged_in_ = false;
 };

@@ -26,6 +26,7 @@ inline constexpr std::string_view undefined_object = "42704";
 inline constexpr std::string_view invalid_parameter_value = "22023";
 inline constexpr std::string_view config_file_error = "F0000";
 inline constexpr std::string_view program_limit_exceeded = "54000";
+inline constexpr std::string_view transaction_timeout = "25P04";
 }  // namespace sqlstate
 
 // Appends an ErrorResponse. `fatal` errors are followed by the pooler closing the client.
