@@ -168,7 +168,7 @@ bool Pool::usable(const ServerConnection& s, Clock::time_point now) const {
     return true;
 }
 
-asio::awaitable<AcquireResult> Pool::acquire(app::Worker& w, Clock::time_point deadline, const bool* stop, WaitHook about_to_wait) {
+asio::awaitable<AcquireResult> Pool::acquire(app::Worker& w, Clock::time_point deadline, const bool* stop) {
     auto self = shared_from_this();
     auto& sh = *shards_[w.index()];
     auto settings_now = settings_ptr_.load();
@@ -196,7 +196,6 @@ asio::awaitable<AcquireResult> Pool::acquire(app::Worker& w, Clock::time_point d
             n_waiters_.fetch_add(1);
         }
     }
-    about_to_wait();
     if (!waiter) co_return co_await connect_new(w, deadline);
     offer_from_others(w);  // an idle server elsewhere is better than waiting
     for (;;) {

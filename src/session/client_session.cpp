@@ -16,7 +16,6 @@
 #include <boost/asio/append.hpp>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_allocator.hpp>
-#include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
@@ -244,7 +243,7 @@ void ClientSession::on_client_ready(net::error_code ec) {
 }
 
 void ClientSession::shrink(Clock::time_point now) {
-    if (!act_ || shrinking_ || closing_ || !logged_in_ || serve_running_ || pump_running_ || server_ || gone_watch_pending_ ||
+    if (!act_ || shrinking_ || closing_ || !logged_in_ || serve_running_ || pump_running_ || server_ ||
         !read_pending_ || read_done_ || act_->read_taker || client_.is_tls() || act_->fscan.partial() ||
         act_->fscan.unsynced() || now - last_activity_ < std::chrono::milliseconds(200))
         return;
@@ -448,11 +447,9 @@ asio::awaitable<bool> ClientSession::link() {
     waiting_ = true;
     wait_notified_ = false;
     // PAUSE holds new transactions until RESUME (bounded by query_wait_timeout).
-    if (worker_.runtime().is_paused(database_)) watch_client_gone();
     while (worker_.runtime().is_paused(database_) && !closing_) {
         if (Clock::now() - a.wait_started > secs(wait)) {
             waiting_ = false;
-            stop_watching_client();
             kill(sqlstate::query_canceled, "query_wait_timeout");
             co_return false;
         }
@@ -460,7 +457,6 @@ asio::awaitable<bool> ClientSession::link() {
         co_await t.async_wait(token);
     }
     bool got = co_await acquire_server(a.wait_started + secs(wait));
-    stop_watching_client();
     waiting_ = false;
     // A query_wait_notify NOTICE still being written goes out whole before anything else.
     while (notice_writing_ && !closing_) {
@@ -504,32 +500,6 @@ asio::awaitable<void> ClientSession::notify_waiting() {
     notice_writing_ = false;
 }
 
-void ClientSession::watch_client_gone() {
-    if (gone_watch_pending_ || closing_ || client_broken_) return;
-    auto& a = active();  // a waiting client is active: it sent what it waits to send
-    if (!a.gone_watch) a.gone_watch = std::make_unique<asio::cancellation_signal>();
-    gone_watch_pending_ = true;
-    auto done = asio::bind_cancellation_slot(
-        a.gone_watch->slot(), [self = shared_from_this()](net::error_code ec) { self->on_client_stirred(ec); });
-    if (auto* t = client_.lowest_tcp_socket())
-        t->async_wait(asio::socket_base::wait_read, std::move(done));
-    else
-        client_.unix_stream_socket()->async_wait(asio::socket_base::wait_read, std::move(done));
-}
-
-void ClientSession::stop_watching_client() {
-    if (gone_watch_pending_ && act_ && act_->gone_watch) act_->gone_watch->emit(asio::cancellation_type::all);
-}
-
-void ClientSession::on_client_stirred(net::error_code ec) {
-    gone_watch_pending_ = false;
-    if (ec == asio::error::operation_aborted || closing_ || !waiting_) return;
-    // Bytes (a pipelined message, a TLS record) but no hang-up: a new wait would end
-    // at once on the same bytes, so the janitor looks once a second instead.
-    if (!ec && !client_.peer_hung_up()) return;
-    left_while_waiting();
-}
-
 void ClientSession::left_while_waiting() {
     // Gone while queued: leave the queue; what it sent never reaches a server.
     client_broken_ = true;
@@ -537,11 +507,8 @@ void ClientSession::left_while_waiting() {
 }
 
 asio::awaitable<bool> ClientSession::acquire_server(Clock::time_point wait_deadline) {
-    pool::WaitHook hook;
-    hook.fn = [](void* s) { static_cast<ClientSession*>(s)->watch_client_gone(); };
-    hook.ctx = this;
     if (!route_) {
-        auto res = co_await pool_->acquire(worker_, wait_deadline, &closing_, hook);
+        auto res = co_await pool_->acquire(worker_, wait_deadline, &closing_);
         if (!res.server) {
             kill(res.sqlstate.empty() ? sqlstate::connection_failure : std::string_view(res.sqlstate), res.message);
             co_return false;
@@ -554,7 +521,7 @@ asio::awaitable<bool> ClientSession::acquire_server(Clock::time_point wait_deadl
     for (;;) {
         // The login already chose the first transaction's pool: do not advance the round-robin twice.
         if (!std::exchange(route_->prerouted, false) && !co_await choose_pool(since, wait_deadline)) co_return false;
-        auto res = co_await pool_->acquire(worker_, wait_deadline, &closing_, hook);
+        auto res = co_await pool_->acquire(worker_, wait_deadline, &closing_);
         bool to_primary = pool_ == route_->primary_pool;
         if (res.server) {
             if (!to_primary || !res.server->hot_standby()) {
@@ -584,7 +551,6 @@ asio::awaitable<bool> ClientSession::acquire_server(Clock::time_point wait_deadl
         if (unreachable && to_primary && Clock::now() < failover_deadline(since, wait_deadline) && !closing_) {
             // The primary may be going down before discovery says so: wait for the next one.
             route_->cluster->wake_checker();
-            watch_client_gone();
             asio::steady_timer t(worker_.ctx(), std::chrono::milliseconds(100));
             co_await t.async_wait(token);
             continue;
@@ -918,8 +884,8 @@ void ClientSession::janitor(Clock::time_point now) {
             server_->mark_broken();
             kill(sqlstate::transaction_timeout, "transaction timeout");
         }
-    } else if (waiting_ && !gone_watch_pending_ && client_.peer_hung_up()) {
-        left_while_waiting();  // its watch saw more bytes first (see on_client_stirred)
+    } else if (waiting_ && client_.peer_hung_up()) {
+        left_while_waiting();
     } else if (waiting_ && !wait_notified_ && st.query_wait_notify > 0 && act_ &&
                now - act_->wait_started > secs(st.query_wait_notify)) {
         wait_notified_ = notice_writing_ = true;

@@ -234,8 +234,8 @@ def pools_waiting(p, user="app_md5"):
 @pytest.mark.parametrize("how", ["query-then-close", "pipelined-then-close", "paused-then-close"])
 def test_client_gone_while_queued_never_runs_its_query(pgrouter, pg, how):
     """A client that sends a query, is queued for a server (pool full, or the database
-    PAUSEd) and hangs up leaves the queue at once, and its query never reaches
-    PostgreSQL when a server frees up. Pipelined: it sends a second query while
+    PAUSEd) and hangs up leaves the queue within a janitor round (a second), and its
+    query never reaches PostgreSQL when a server frees up. Pipelined: it sends a second query while
     queued before hanging up (bytes arrive first, the hang-up after)."""
     pg.sql("CREATE TABLE IF NOT EXISTS gone_waiting (v int)", dbname="testdb")
     pg.sql("GRANT ALL ON gone_waiting TO PUBLIC", dbname="testdb")

@@ -86,15 +86,6 @@ struct AcquireResult {
     std::string message;
 };
 
-// Called by Pool::acquire() before it waits (see there).
-struct WaitHook {
-    void (*fn)(void*) = nullptr;
-    void* ctx = nullptr;
-    void operator()() const {
-        if (fn) fn(ctx);
-    }
-};
-
 class Pool : public std::enable_shared_from_this<Pool> {
 public:
     Pool(app::Runtime& rt, std::string database, std::string user, std::shared_ptr<Limit> db_limit,
@@ -113,10 +104,7 @@ public:
 
     // Runs on worker `w`: an idle server of this worker, a new one, a migrated one, or an error.
     // A caller waiting in the queue gives up when `*stop` is true at a wake-up (see wake_waiter).
-    // `about_to_wait` (when set) is called once before acquire() waits: queued, or
-    // connecting a new server (never on the fast path).
-    asio::awaitable<AcquireResult> acquire(app::Worker& w, Clock::time_point deadline, const bool* stop = nullptr,
-                                           WaitHook about_to_wait = {});
+    asio::awaitable<AcquireResult> acquire(app::Worker& w, Clock::time_point deadline, const bool* stop = nullptr);
     // On worker `w`: wakes the queued acquire() of that `stop` flag (just set by its
     // caller), so that it leaves the queue now rather than at its deadline.
     void wake_waiter(app::Worker& w, const bool* stop);

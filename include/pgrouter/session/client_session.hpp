@@ -13,7 +13,6 @@
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/awaitable.hpp>
-#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 #include <chrono>
@@ -224,7 +223,6 @@ private:
         int syncs_sent = 0, rfq_seen = 0;  // per link
         std::string held;                   // server bytes held back (partial header)
         std::unique_ptr<asio::steady_timer> pump_done;  // made when finish() waits for the pump
-        std::unique_ptr<asio::cancellation_signal> gone_watch;  // made on the first wait for a server
         Clock::time_point query_started, last_ready, xact_started, wait_started;
         // The client read (plain sockets): where it reads, its result when it
         // finished while nobody waited, and the serving coroutine waiting for it.
@@ -253,13 +251,9 @@ private:
     Clock::time_point last_activity_;
     std::chrono::system_clock::time_point connect_time_ = std::chrono::system_clock::now(), request_time_;
     bool waiting_ = false;
-    // While queued for a server, the client's socket is watched: a client that hangs
-    // up there leaves the queue at once and what it sent never reaches a server.
-    void watch_client_gone();
-    void stop_watching_client();
-    void on_client_stirred(net::error_code ec);
+    // A client queued for a server that hung up (seen by the janitor, once a second)
+    // leaves the queue, and what it sent never reaches a server.
     void left_while_waiting();
-    bool gone_watch_pending_ = false;  // its signal is Active::gone_watch
     bool client_counted_ = false;      // admitted by Runtime::admit_client (counted out at the end)
     bool wait_notified_ = false;       // query_wait_notify sent for the current wait
     bool notice_writing_ = false;      // that NOTICE is being written
