@@ -55,7 +55,7 @@ const std::vector<Key>& keys() {
             SETTING(log_stats, true),              SETTING(log_pooler_errors, true),
             SETTING(auth_type, true),              SETTING(auth_file, true),
             SETTING(auth_hba_file, true),          SETTING(auth_user, true),
-            SETTING(auth_query, true),             SETTING(admin_users, true),
+            SETTING(auth_query, true),             SETTING(auth_dbname, true),             SETTING(admin_users, true),
             SETTING(stats_users, true),            SETTING(pool_mode, true),
             SETTING(default_pool_size, true),      SETTING(min_pool_size, true),
             SETTING(reserve_pool_size, true),      SETTING(reserve_pool_timeout, true),

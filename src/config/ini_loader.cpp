@@ -17,7 +17,7 @@ constexpr int max_include_depth = 10;  // as PgBouncer
 
 // PgBouncer [pgbouncer] keys with no pgrouter equivalent: accepted with a warning.
 constexpr std::string_view unsupported_keys[] = {
-    "auth_dbname", "auth_ident_file", "auth_ldap_options",
+    "auth_ident_file", "auth_ldap_options",
     "cancel_wait_timeout", "conffile", "dns_max_ttl",
     "dns_nxdomain_ttl", "dns_zone_check_period", "job_name",
     "peer_id", "pkt_buf", "resolv_conf", "sbuf_loopcnt",
@@ -54,11 +54,11 @@ std::string ignored_because(std::string_view key) {
 
 // Per-database and per-user parameters of newer PgBouncers that pgrouter ignores.
 constexpr std::string_view unsupported_database_params[] = {
-    "auth_dbname", "auth_query", "load_balance_hosts", "max_db_client_connections",
+    "auth_query", "load_balance_hosts",
     "server_lifetime", "client_idle_timeout", "idle_transaction_timeout", "query_timeout",
     "transaction_timeout"};
 constexpr std::string_view unsupported_user_params[] = {
-    "pool_size", "reserve_pool_size", "max_user_client_connections", "client_idle_timeout",
+    "pool_size", "reserve_pool_size", "client_idle_timeout",
     "idle_transaction_timeout", "query_timeout", "transaction_timeout"};
 
 template <std::size_t N>

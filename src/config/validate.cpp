@@ -32,6 +32,7 @@ public:
         for (auto& [name, db] : cfg_.databases) check_database(name, db);
         if (cfg_.fallback_database) check_database("*", *cfg_.fallback_database);
         for (auto& [name, user] : cfg_.users) user.name = name;
+        check_auth_dbname("pgrouter.auth_dbname", cfg_.settings.auth_dbname);
         return std::move(problems_);
     }
 
@@ -163,6 +164,13 @@ private:
             error(key + ".cluster", "unknown cluster \"" + db.cluster + "\"");
         if (db.cluster.empty() && db.route != Route::auto_)
             error(key + ".route", "route applies only to a database with a cluster");
+        check_auth_dbname(key + ".auth_dbname", db.auth_dbname);
+    }
+
+    // auth_dbname names an entry of [databases] (any name when "*" is there).
+    void check_auth_dbname(const std::string& key, const std::string& name) {
+        if (name.empty() || cfg_.databases.contains(name) || cfg_.fallback_database) return;
+        error(key, "no database named \"" + name + "\" in the configuration");
     }
 
     Config& cfg_;

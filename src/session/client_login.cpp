@@ -384,6 +384,15 @@ asio::awaitable<std::optional<auth::Credential>> ClientSession::lookup_auth_quer
     if (!db) co_return std::nullopt;
     std::string auth_user = !db->auth_user.empty() ? db->auth_user : cfg.settings.auth_user;
     if (auth_user.empty()) co_return std::nullopt;
+    // auth_dbname: the lookup runs in that database, not the one the client asked for.
+    const std::string& auth_db = !db->auth_dbname.empty() ? db->auth_dbname : cfg.settings.auth_dbname;
+    if (!auth_db.empty() && auth_db != db->name) {
+        db = resolve_database(cfg, auth_db);
+        if (!db) {
+            spdlog::warn("C-{}: auth_dbname: no database named \"{}\"", id_, auth_db);
+            co_return std::nullopt;
+        }
+    }
     auto p = pool_for(*db, auth_user);
     auto res = co_await p->acquire(worker_, deadline);
     if (!res.server) {

@@ -284,3 +284,29 @@ def test_password_change_is_picked_up(pgrouter, pg, pg_hba, encryption):
             c.terminate()
         pg.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
         pg.sql(f"DROP ROLE IF EXISTS {role}")
+
+
+@pytest.mark.pgrouter_only("auth_dbname is newer than PgBouncer 1.18")
+@pytest.mark.parametrize("where", ["global", "database"])
+def test_auth_dbname_runs_the_lookup_in_another_database(pgrouter, where):
+    """The lookup function exists only in testdb. A client of `otherdb` (the server's
+    `postgres` database, which lacks it) logs in when auth_dbname points the lookup at
+    testdb, globally or on otherdb's entry; without it, its login is refused."""
+    settings = {"auth_type": "scram-sha-256", "auth_user": "aq_lookup", "auth_query": LOOKUP_QUERY}
+    ul = userlist(aq_lookup=AQ_PASSWORDS["aq_lookup"])
+    other = {"dbname": "postgres"}
+    without = pgrouter(dict(settings), userlist=ul, databases={"testdb": {}, "otherdb": dict(other)})
+    err = login_error(without, "aq_scram", AQ_PASSWORDS["aq_scram"], dbname="otherdb")
+    assert err.sqlstate == sqlstate("28P01"), err
+    if where == "global":
+        p = pgrouter(dict(settings, auth_dbname="testdb"), userlist=ul, databases={"testdb": {}, "otherdb": other})
+    else:
+        p = pgrouter(dict(settings), userlist=ul, databases={"testdb": {}, "otherdb": dict(other, auth_dbname="testdb")})
+    c = login(p, "aq_scram", AQ_PASSWORDS["aq_scram"], dbname="otherdb")
+    try:
+        assert c.scalar("SELECT current_database()") == "postgres"
+        assert c.scalar("SELECT current_user") == "aq_scram"
+    finally:
+        c.terminate()
+    err = login_error(p, "aq_scram", "wrong", dbname="otherdb")
+    assert err.sqlstate == sqlstate("28P01"), err

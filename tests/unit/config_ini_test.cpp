@@ -71,7 +71,7 @@ TEST(IniDatabases, LibpqStyleLineWithQuoting) {
         "app = host=db1 port=6543 dbname='my ''big'' db' user=bob password='p w=1' pool_size=5 "
         "min_pool_size=1 reserve_pool=2 max_db_connections=9 max_db_client_connections=90 pool_mode=Session "
         "client_encoding=UTF8 "
-        "datestyle=ISO timezone=UTC application_name='a b' auth_user=au connect_query='SELECT 1'",
+        "datestyle=ISO timezone=UTC application_name='a b' auth_user=au auth_dbname=app connect_query='SELECT 1'",
         "[pgbouncer]",
     }));
     ASSERT_TRUE(r.ok()) << dump(r);
@@ -94,6 +94,7 @@ TEST(IniDatabases, LibpqStyleLineWithQuoting) {
     EXPECT_EQ(d.timezone, "UTC");
     EXPECT_EQ(d.application_name, "a b");
     EXPECT_EQ(d.auth_user, "au");
+    EXPECT_EQ(d.auth_dbname, "app");
     EXPECT_EQ(d.connect_query, "SELECT 1");
 }
 
@@ -144,11 +145,11 @@ TEST(IniDatabases, Errors) {
 }
 
 TEST(IniDatabases, UnsupportedParameterIsAWarning) {
-    auto r = load(lines({"[pgbouncer]", "[databases]", "a = host=h auth_dbname=x"}));
+    auto r = load(lines({"[pgbouncer]", "[databases]", "a = host=h load_balance_hosts=disable"}));
     ASSERT_TRUE(r.ok()) << dump(r);
     ASSERT_EQ(r.problems.size(), 1u);
     EXPECT_TRUE(r.problems[0].warning);
-    EXPECT_EQ(r.problems[0].key, "databases.a.auth_dbname");
+    EXPECT_EQ(r.problems[0].key, "databases.a.load_balance_hosts");
     EXPECT_EQ(r.problems[0].line, 3);
 }
 

@@ -276,6 +276,10 @@ TEST(TomlErrors, OutOfRange) {
     expect_error(lines({"[pgrouter]", "stats_period = 0"}), "pgrouter.stats_period", 2, "> 0");
     expect_error(lines({"[pgrouter]", "autodb_idle_timeout = -1"}), "pgrouter.autodb_idle_timeout", 2, ">= 0");
     expect_error(lines({"[pgrouter]", "max_packet_size = 0"}), "pgrouter.max_packet_size", 2, ">= 1");
+    expect_error(lines({"[pgrouter]", "auth_dbname = \"nodb\"", "[databases.d]", "host = \"h\""}),
+                 "pgrouter.auth_dbname", 2, "no database named \"nodb\"");
+    expect_error(lines({"[databases.d]", "host = \"h\"", "auth_dbname = \"d2\""}), "databases.d.auth_dbname", 3,
+                 "no database named \"d2\"");
     expect_error(lines({"[tls]", "client_tls_dheparams = \"huge\""}), "tls.client_tls_dheparams", 2,
                  "expected auto, none or legacy, got \"huge\"");
     expect_error(lines({"[pgrouter]", "max_client_conn = 0"}), "pgrouter.max_client_conn", 2, ">= 1");

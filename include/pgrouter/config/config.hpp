@@ -41,6 +41,7 @@ struct Settings {  // [pgrouter]
     std::string auth_hba_file;
     std::string auth_user;
     std::string auth_query = "SELECT usename, passwd FROM pg_shadow WHERE usename=$1";
+    std::string auth_dbname;  // database (of [databases]) auth_query runs in; "" = the client's
     std::vector<std::string> admin_users{"pgbouncer"};
     std::vector<std::string> stats_users;
     PoolMode pool_mode = PoolMode::transaction;
@@ -172,6 +173,7 @@ struct DatabaseConfig {  // [databases.X]
     int max_db_connections = -1;
     int max_db_client_connections = -1;  // -1 = the global one
     std::string auth_user;
+    std::string auth_dbname;          // "" = the global one
     std::string client_encoding, datestyle, timezone, application_name;  // connect-time params (ini)
     std::string connect_query;        // run once on each new server connection (ini connect_query=)
 };
