@@ -674,14 +674,19 @@ def test_client_tls13_ciphers_choose_the_tls13_suite(pgrouter, certs):
     assert negotiated(p) == ("TLSv1.3", "TLS_CHACHA20_POLY1305_SHA256")
 
 
-@pytest.mark.pgrouter_only("pgrouter refuses a cipher list that matches nothing; PgBouncer 1.18 only logs it")
-def test_bad_cipher_list_is_refused_at_start_and_on_reload(pgrouter, certs):
-    bad = pgrouter(tls=dict(client_tls(certs, "require", ca=False), client_tls_ciphers="NO-SUCH-CIPHER"),
-                   start=False)
+def assert_start_refused(pgrouter, tls, why):
+    """pgrouter started with these [tls] keys exits 1, saying `why` on stderr."""
+    bad = pgrouter(tls=tls, start=False)
     bad.write_config(None)
     r = subprocess.run([str(helpers.PGROUTER_BIN), str(bad.config_path)], capture_output=True, text=True, timeout=30)
     assert r.returncode == 1, (r.returncode, r.stderr)
-    assert 'tls.client_tls_ciphers: no cipher matches "NO-SUCH-CIPHER"' in r.stderr, r.stderr
+    assert why in r.stderr, r.stderr
+
+
+@pytest.mark.pgrouter_only("pgrouter refuses a cipher list that matches nothing; PgBouncer 1.18 only logs it")
+def test_bad_cipher_list_is_refused_at_start_and_on_reload(pgrouter, certs):
+    assert_start_refused(pgrouter, dict(client_tls(certs, "require", ca=False), client_tls_ciphers="NO-SUCH-CIPHER"),
+                         'tls.client_tls_ciphers: no cipher matches "NO-SUCH-CIPHER"')
     p = pgrouter(tls=client_tls(certs, "require", ca=False))
     p.tls["client_tls_ciphers"] = "NO-SUCH-CIPHER"
     p.write_config(None)
@@ -730,12 +735,8 @@ def test_client_tls_ecdhcurve_none(pgrouter, certs):
 
 @pytest.mark.pgrouter_only("pgrouter refuses an unknown curve; PgBouncer 1.18 only logs it")
 def test_unknown_ecdh_curve_is_refused(pgrouter, certs):
-    bad = pgrouter(tls=dict(client_tls(certs, "require", ca=False), client_tls_ecdhcurve="no-such-curve"),
-                   start=False)
-    bad.write_config(None)
-    r = subprocess.run([str(helpers.PGROUTER_BIN), str(bad.config_path)], capture_output=True, text=True, timeout=30)
-    assert r.returncode == 1, (r.returncode, r.stderr)
-    assert 'tls.client_tls_ecdhcurve: no curve (group) named "no-such-curve"' in r.stderr, r.stderr
+    assert_start_refused(pgrouter, dict(client_tls(certs, "require", ca=False), client_tls_ecdhcurve="no-such-curve"),
+                         'tls.client_tls_ecdhcurve: no curve (group) named "no-such-curve"')
 
 
 def test_client_tls_dheparams(pgrouter, certs):
@@ -761,12 +762,7 @@ def test_bad_dheparams_are_refused(pgrouter, certs):
                client_tls_key_file=certs.server_rsa_key)
     for value, why in (("huge", 'tls.client_tls_dheparams: expected auto, none or legacy, got "huge"'),
                        ("legacy", "tls.client_tls_dheparams: OpenSSL refuses 1024-bit DH at this security level")):
-        bad = pgrouter(tls=dict(rsa, client_tls_dheparams=value), start=False)
-        bad.write_config(None)
-        r = subprocess.run([str(helpers.PGROUTER_BIN), str(bad.config_path)], capture_output=True, text=True,
-                           timeout=30)
-        assert r.returncode == 1, (r.returncode, r.stderr)
-        assert why in r.stderr, r.stderr
+        assert_start_refused(pgrouter, dict(rsa, client_tls_dheparams=value), why)
 
 
 def pgrouter_backend_tls(p):
