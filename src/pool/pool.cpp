@@ -538,8 +538,7 @@ std::vector<std::shared_ptr<Pool>> PoolRegistry::free_unused(Clock::time_point n
     std::lock_guard lk(m_);
     for (auto it = pools_.begin(); it != pools_.end();) {
         auto& p = *it->second;
-        // Only the registry holds it: no session (sessions get pools under m_).
-        double timeout = it->second.use_count() == 1 ? limit(p) : -1;
+        double timeout = p.clients_.load(std::memory_order_relaxed) == 0 ? limit(p) : -1;
         if (timeout < 0) {
             p.unused_since_.reset();
             p.retiring_.store(false, std::memory_order_relaxed);
@@ -553,6 +552,12 @@ std::vector<std::shared_ptr<Pool>> PoolRegistry::free_unused(Clock::time_point n
         }
         if (p.counts().total > 0) {  // idle servers first: each worker closes its own
             p.retiring_.store(true, std::memory_order_relaxed);
+            ++it;
+            continue;
+        }
+        // Held for a moment elsewhere, or by a session between its lookup and its count
+        // (get_or_create and this run under the same lock, so none is half-way): later.
+        if (it->second.use_count() != 1) {
             ++it;
             continue;
         }

@@ -517,6 +517,8 @@ asio::awaitable<bool> ClientSession::attach(Clock::time_point deadline) {
     }
     pool_mode_ = static_cast<int>(config::effective_pool_mode(cfg, *db, user_));
     pool_ = pool_for(*db, user_);
+    pool_->add_client();  // counted out in ~ClientSession (pool_ may change for a cluster)
+    pool_counted_ = true;
     if (!db->cluster.empty()) {
         route_ = std::make_unique<Routing>();
         route_->cluster = rt.cluster(db->cluster);

@@ -138,6 +138,9 @@ public:
     // autodb_idle_timeout: nobody has held this pool for that long (PoolRegistry::
     // free_unused); each worker's janitor closes its idle servers and opens none.
     bool retiring() const { return retiring_.load(std::memory_order_relaxed); }
+    // Client sessions logged in to this pool's database (see PoolRegistry::free_unused).
+    void add_client() { clients_.fetch_add(1, std::memory_order_relaxed); }
+    void remove_client() { clients_.fetch_sub(1, std::memory_order_relaxed); }
 
     struct Counts {
         int total = 0, idle = 0, waiting = 0;
@@ -193,6 +196,7 @@ private:
     std::atomic<std::shared_ptr<const Settings>> settings_ptr_{std::make_shared<const Settings>()};
     friend class PoolRegistry;
     std::atomic<bool> retiring_{false};
+    std::atomic<int> clients_{0};
     std::optional<Clock::time_point> unused_since_;  // PoolRegistry::free_unused only (one thread)
     mutable std::mutex m_;  // guards everything below
     Settings settings_;
@@ -240,12 +244,11 @@ public:
         return p;
     }
     std::vector<std::shared_ptr<Pool>> all() const;
-    // Called once a second from one thread: a pool that no client has held for
-    // `limit(pool)` seconds (negative: kept for ever) has its idle servers closed (see
-    // Pool::retiring) and, once it has none, is removed with its statistics. Returns
-    // the pools removed. "Held" is seen from the pool's reference count: sessions keep
-    // theirs while connected; a copy held for a moment elsewhere (a SHOW) only
-    // restarts the count.
+    // Called once a second from one thread: a pool that no client session has been
+    // logged in to for `limit(pool)` seconds (negative: kept for ever) has its idle
+    // servers closed (see Pool::retiring) and, once it has none and nothing else holds
+    // it (a SHOW, another worker's janitor, an auth_query lookup: tried again at the
+    // next call), is removed with its statistics. Returns the pools removed.
     std::vector<std::shared_ptr<Pool>> free_unused(Clock::time_point now,
                                                    const std::function<double(const Pool&)>& limit);
     std::shared_ptr<Limit> db_limit(const std::string& db);

@@ -255,6 +255,7 @@ private:
     // leaves the queue, and what it sent never reaches a server.
     void left_while_waiting();
     bool client_counted_ = false;      // admitted by Runtime::admit_client (counted out at the end)
+    bool pool_counted_ = false;        // counted by its database's own pool (Pool::add_client)
     bool wait_notified_ = false;       // query_wait_notify sent for the current wait
     bool notice_writing_ = false;      // that NOTICE is being written
     // query_wait_notify: tells a client queued that long that it waits for a server.
