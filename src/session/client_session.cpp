@@ -461,7 +461,7 @@ asio::awaitable<bool> ClientSession::link() {
     bool got = co_await acquire_server(a.wait_started + secs(wait));
     waiting_ = false;
     // A query_wait_notify NOTICE still being written goes out whole before anything else.
-    while (notice_writing_ && !closing_) {
+    while (notice_writing_) {  // also when killed: kill() cancels it, so it ends at once
         asio::steady_timer t(worker_.ctx(), std::chrono::milliseconds(1));
         co_await t.async_wait(token);
     }

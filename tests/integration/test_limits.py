@@ -360,3 +360,20 @@ def test_query_wait_notify(pgrouter, notify):
     finally:
         waiter.close()
         holder.close()
+
+
+@pytest.mark.pgrouter_only("query_wait_notify is newer than PgBouncer 1.18")
+def test_query_wait_notify_then_query_wait_timeout(pgrouter):
+    """The NOTICE, then query_wait_timeout's error: both whole, in that order."""
+    p = pgrouter({"default_pool_size": 1, "query_wait_notify": 1, "query_wait_timeout": 2.5})
+    holder = p.connect(autocommit=False)
+    waiter = p.wire()
+    try:
+        holder.cursor().execute("SELECT 1")
+        waiter.send(pgwire.query_msg("SELECT 42"))
+        msgs = waiter.wait_closed(10)
+        assert [t for t, _ in msgs] == [b"N", b"E"], msgs
+        assert pgwire.parse_fields(msgs[1][1])["C"] == "57014", msgs
+    finally:
+        waiter.close()
+        holder.close()
