@@ -385,7 +385,8 @@ asio::awaitable<std::optional<auth::Credential>> ClientSession::lookup_auth_quer
     std::string auth_user = !db->auth_user.empty() ? db->auth_user : cfg.settings.auth_user;
     if (auth_user.empty()) co_return std::nullopt;
     // auth_dbname: the lookup runs in that database, not the one the client asked for.
-    const std::string& auth_db = !db->auth_dbname.empty() ? db->auth_dbname : cfg.settings.auth_dbname;
+    // A copy: `db` is replaced below while the name is still needed.
+    const std::string auth_db = !db->auth_dbname.empty() ? db->auth_dbname : cfg.settings.auth_dbname;
     if (!auth_db.empty() && auth_db != db->name) {
         db = resolve_database(cfg, auth_db);
         if (!db) {
@@ -517,7 +518,7 @@ asio::awaitable<bool> ClientSession::attach(Clock::time_point deadline) {
     }
     pool_mode_ = static_cast<int>(config::effective_pool_mode(cfg, *db, user_));
     pool_ = pool_for(*db, user_);
-    pool_->add_client();  // counted out in ~ClientSession (pool_ may change for a cluster)
+    pool_->add_client();  // counted out in ~ClientSession
     pool_counted_ = true;
     if (!db->cluster.empty()) {
         route_ = std::make_unique<Routing>();

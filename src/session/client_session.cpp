@@ -53,8 +53,9 @@ ClientSession::ClientSession(app::Worker& w, net::Stream s, std::uint64_t id)
 
 ClientSession::~ClientSession() {
     if (client_counted_) worker_.runtime().leave_client(database_, user_);
-    if (pool_counted_)
-        if (auto p = worker_.runtime().pools->get(database_, user_)) p->remove_client();
+    // The pool counted at login: a cluster session's pool_ moves between the primary's
+    // and the replicas' pools, its primary_pool stays.
+    if (pool_counted_) (route_ && route_->primary_pool ? route_->primary_pool : pool_)->remove_client();
     worker_.runtime().client_count.fetch_sub(1);
     worker_.runtime().client_frees.fetch_add(1, std::memory_order_relaxed);
 }
