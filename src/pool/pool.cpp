@@ -555,8 +555,8 @@ std::vector<std::shared_ptr<Pool>> PoolRegistry::free_unused(Clock::time_point n
             ++it;
             continue;
         }
-        // Held for a moment elsewhere, or by a session between its lookup and its count
-        // (get_or_create and this run under the same lock, so none is half-way): later.
+        // Held for a moment elsewhere, or by a session that got it from get_or_create and
+        // has not counted itself yet (its reference is what stops the erase): later.
         if (it->second.use_count() != 1) {
             ++it;
             continue;
