@@ -102,6 +102,48 @@ def test_notice_is_forwarded(pgrouter):
         c.close()
 
 
+def _dribble(c, data, step, pause=0.02):
+    for i in range(0, len(data), step):
+        c.send(data[i:i + step])
+        time.sleep(pause)
+
+
+@pytest.mark.parametrize("mode", ["transaction", "session"])
+def test_messages_arriving_in_pieces_with_pauses(pgrouter, mode):
+    """Each read that finds the socket drained waits for the next bytes without trying
+    again first (net/short_read.hpp): bytes that come later, in both directions, must
+    still be read. Client: queries and an extended pipeline sent a few bytes at a time,
+    the first query of the session and later ones. Server: an answer whose parts are
+    sent 0.3 s apart (a NOTICE, then the rest after a sleep)."""
+    p = pgrouter({"pool_mode": mode, "default_pool_size": 1})
+    c = p.wire()
+    try:
+        for step in (1, 3, 7):
+            _dribble(c, pgwire.query_msg(f"SELECT {step} * 2"), step)
+            r = c.read_until_ready()
+            assert r.rows == [[str(step * 2)]] and r.status == "I", r.types()
+        pipeline = (parse_msg("SELECT $1::int + 1") + bind_msg(("41",)) + execute_msg() + sync_msg()) * 2
+        _dribble(c, pipeline, 5, pause=0.005)
+        for _ in range(2):
+            r = c.read_until_ready()
+            assert r.rows == [["42"]] and r.types() == "12DCZ"
+        started = time.monotonic()
+        c.send(pgwire.query_msg(
+            "DO $$ BEGIN RAISE NOTICE 'first part'; PERFORM pg_sleep(0.3); RAISE NOTICE 'second part'; END $$;"
+            " SELECT 'after the pause'"))
+        r = c.read_until_ready(timeout=10)
+        notices = [m for m in r.messages if m[0] == b"N"]
+        assert len(notices) == 2 and b"second part" in notices[1][1], r.types()
+        assert r.rows == [["after the pause"]] and r.status == "I"
+        assert time.monotonic() - started >= 0.3
+        # The server, idle in the pool meanwhile, still answers the next client write.
+        time.sleep(0.2)
+        _dribble(c, pgwire.query_msg("SELECT 'still here'"), 4)
+        assert c.read_until_ready().rows == [["still here"]]
+    finally:
+        c.terminate()
+
+
 def test_listen_notify_session_mode(pgrouter):
     p = pgrouter({"pool_mode": "session"})
     listener, sender = p.connect(), p.connect()

@@ -72,6 +72,26 @@ def test_client_killed_mid_copy_in(pgrouter, table):
     assert_clean_server(p, table)
 
 
+@pytest.mark.parametrize("how", ["abort", "close"])
+@pytest.mark.parametrize("where", ["between transactions", "in a transaction"])
+def test_client_gone_right_after_part_of_a_message(pgrouter, table, how, where):
+    """The last bytes a client sends and its FIN (or RST) reach the pooler together, and
+    those bytes are only part of a message, so the pooler has nothing to answer and no
+    reason to write. Reading them must not hide the end of the connection: the session
+    ends at once and a held server goes back clean. (An edge-triggered reader that takes
+    a short read as "nothing more will come" waits forever here; one was tried.)"""
+    p = pgrouter({"default_pool_size": 1})
+    c = p.wire()
+    if where == "in a transaction":
+        assert c.query("BEGIN").status == "T"
+        assert c.query(f"INSERT INTO {table} VALUES (1)").status == "T"
+    c.send(query_msg("SELECT 'never complete'")[:9])
+    c.abort() if how == "abort" else c.close()
+    helpers.wait_until(lambda: not [r for r in p.admin("SHOW CLIENTS") if r[2] == "testdb"], 5,
+                       "the client's session to end")
+    assert_clean_server(p, table)
+
+
 def test_client_killed_mid_copy_out(pgrouter):
     p = pgrouter({"default_pool_size": 1})
     c = p.wire()
