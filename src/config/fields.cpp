@@ -241,6 +241,21 @@ SetResult seconds_field(Owner<M>& o, const SettingValue& v) {
     return to_seconds(v, false, o.*M);
 }
 
+// A per-database or per-user override of a global duration: seconds, or -1 for "not
+// set" (as PgBouncer writes it), the value it starts with.
+template <auto M>
+SetResult override_seconds_field(Owner<M>& o, const SettingValue& v) {
+    bool minus_one = false;
+    if (const auto* i = std::get_if<std::int64_t>(&v.data)) minus_one = *i == -1;
+    else if (const auto* f = std::get_if<double>(&v.data)) minus_one = *f == -1;
+    else if (const auto* text = text_of(v)) minus_one = trim(*text) == "-1";
+    if (minus_one) {
+        o.*M = -1;
+        return ok_result;
+    }
+    return to_seconds(v, false, o.*M);
+}
+
 // A duration the kernel takes in milliseconds, in an unsigned int.
 template <auto M>
 SetResult millisecond_seconds_field(Owner<M>& o, const SettingValue& v) {
@@ -499,6 +514,12 @@ constexpr Field<DatabaseConfig> database_fields[] = {
     {"timezone", string_field<&D::timezone>},
     {"application_name", string_field<&D::application_name>},
     {"connect_query", string_field<&D::connect_query>},
+    {"server_lifetime", override_seconds_field<&D::server_lifetime>},
+    {"query_wait_timeout", override_seconds_field<&D::query_wait_timeout>},
+    {"query_timeout", override_seconds_field<&D::query_timeout>},
+    {"idle_transaction_timeout", override_seconds_field<&D::idle_transaction_timeout>},
+    {"transaction_timeout", override_seconds_field<&D::transaction_timeout>},
+    {"client_idle_timeout", override_seconds_field<&D::client_idle_timeout>},
 };
 
 using U = UserConfig;
@@ -506,6 +527,13 @@ constexpr Field<UserConfig> user_fields[] = {
     {"pool_mode", optional_enum_field<&U::pool_mode>},
     {"max_user_connections", int_field<&U::max_user_connections>},
     {"max_user_client_connections", int_field<&U::max_user_client_connections>},
+    {"pool_size", int_field<&U::pool_size>},
+    {"reserve_pool_size", int_field<&U::reserve_pool_size>},
+    {"query_wait_timeout", override_seconds_field<&U::query_wait_timeout>},
+    {"query_timeout", override_seconds_field<&U::query_timeout>},
+    {"idle_transaction_timeout", override_seconds_field<&U::idle_transaction_timeout>},
+    {"transaction_timeout", override_seconds_field<&U::transaction_timeout>},
+    {"client_idle_timeout", override_seconds_field<&U::client_idle_timeout>},
 };
 
 using C = ClusterConfig;

@@ -53,13 +53,8 @@ std::string ignored_because(std::string_view key) {
 }
 
 // Per-database and per-user parameters of newer PgBouncers that pgrouter ignores.
-constexpr std::string_view unsupported_database_params[] = {
-    "auth_query", "load_balance_hosts",
-    "server_lifetime", "client_idle_timeout", "idle_transaction_timeout", "query_timeout",
-    "transaction_timeout"};
-constexpr std::string_view unsupported_user_params[] = {
-    "pool_size", "reserve_pool_size", "client_idle_timeout",
-    "idle_transaction_timeout", "query_timeout", "transaction_timeout"};
+constexpr std::string_view unsupported_database_params[] = {"auth_query", "load_balance_hosts",
+                                                            "target_session_attrs"};
 
 template <std::size_t N>
 bool listed(const std::string_view (&list)[N], std::string_view key) {
@@ -291,8 +286,6 @@ private:
             if (r.ok()) continue;
             if (r.status == SetStatus::bad_value)
                 add(at, prefix + "." + k, r.reason);
-            else if (listed(unsupported_user_params, k))
-                add(at, prefix + "." + k, "not supported by pgrouter, ignored", true);
             else
                 add(at, prefix + "." + k, "unknown parameter");
         }

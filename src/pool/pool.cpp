@@ -87,6 +87,7 @@ void Pool::configure(const Settings& s, std::shared_ptr<const Target> target) {
     settings_ = s;
     settings_ptr_.store(std::make_shared<const Settings>(s));
     lifetime_.store(s.server_lifetime);
+    wait_timeout_.store(s.query_wait_timeout);
     auto old = target_.load();
     if (!old || old->generation != target->generation) last_failure_.reset();  // never carried to a new target
     generation_.store(target->generation);

@@ -45,23 +45,33 @@ void apply_config(Pool& pool, const app::Snapshot& snap, const config::DatabaseC
     }
     auto old = pool.target();
     target->generation = old && same_target(*old, *target) ? old->generation : pool.runtime().next_id.fetch_add(1);
+    static const config::UserConfig no_user;
+    auto u = cfg.users.find(user);
+    const config::UserConfig& uc = u != cfg.users.end() ? u->second : no_user;
+    // The user's value, else the database's, else the global one (-1 = not set).
+    auto pick = [](auto user_value, auto db_value, auto global) {
+        return user_value >= 0 ? user_value : db_value >= 0 ? db_value : global;
+    };
     Settings ps;
-    ps.pool_size = config::effective_pool_size(cfg, db);
+    ps.pool_size = uc.pool_size >= 0 ? uc.pool_size : config::effective_pool_size(cfg, db);
     ps.min_pool_size = db.min_pool_size >= 0 ? db.min_pool_size : st.min_pool_size;
-    ps.reserve_pool_size = db.reserve_pool_size >= 0 ? db.reserve_pool_size : st.reserve_pool_size;
+    ps.reserve_pool_size = pick(uc.reserve_pool_size, db.reserve_pool_size, st.reserve_pool_size);
+    ps.query_wait_timeout = pick(uc.query_wait_timeout, db.query_wait_timeout, st.query_wait_timeout);
+    ps.query_timeout = pick(uc.query_timeout, db.query_timeout, st.query_timeout);
+    ps.idle_transaction_timeout = pick(uc.idle_transaction_timeout, db.idle_transaction_timeout, st.idle_transaction_timeout);
+    ps.transaction_timeout = pick(uc.transaction_timeout, db.transaction_timeout, st.transaction_timeout);
+    ps.client_idle_timeout = pick(uc.client_idle_timeout, db.client_idle_timeout, st.client_idle_timeout);
     ps.reserve_pool_timeout = st.reserve_pool_timeout;
     ps.server_connect_timeout = st.server_connect_timeout;
     ps.server_login_retry = st.server_login_retry;
-    ps.server_lifetime = st.server_lifetime;
+    ps.server_lifetime = db.server_lifetime >= 0 ? db.server_lifetime : st.server_lifetime;
     ps.server_idle_timeout = st.server_idle_timeout;
     ps.server_check_delay = st.server_check_delay;
     ps.server_check_query = st.server_check_query;
     ps.check_idle_always = !db.cluster.empty();
     ps.round_robin = st.server_round_robin;
     pool.configure(ps, target);
-    int max_user = st.max_user_connections;
-    if (auto u = cfg.users.find(user); u != cfg.users.end() && u->second.max_user_connections >= 0)
-        max_user = u->second.max_user_connections;
+    int max_user = uc.max_user_connections >= 0 ? uc.max_user_connections : st.max_user_connections;
     pool.db_limit().max = db.max_db_connections >= 0 ? db.max_db_connections : st.max_db_connections;
     pool.user_limit().max = max_user;
 }

@@ -444,7 +444,9 @@ asio::awaitable<void> ClientSession::wait_while_suspended() {
 
 asio::awaitable<bool> ClientSession::link() {
     auto& settings = snap_->config->settings;
-    double wait = settings.query_wait_timeout > 0 ? settings.query_wait_timeout : 24 * 3600.0;
+    double wait_limit = settings.query_wait_timeout;
+    if (pool_) wait_limit = pool_->query_wait_timeout();
+    double wait = wait_limit > 0 ? wait_limit : 24 * 3600.0;
     auto& a = active();
     a.wait_started = Clock::now();
     waiting_ = true;
@@ -859,6 +861,10 @@ void ClientSession::janitor(Clock::time_point now) {
         return;
     }
     auto& st = snap_->config->settings;
+    // The timeouts as configured now for this session's pool (its user's and its
+    // database's overrides applied), not as they were at login.
+    auto limits = pool_->settings_ref();
+    const auto& pt = *limits;
     if (worker_.runtime().shutting_down.load() && !server_) {
         kill(sqlstate::admin_shutdown, "pgrouter is shutting down");
         return;
@@ -866,22 +872,22 @@ void ClientSession::janitor(Clock::time_point now) {
     if (server_) {
         if (fast_close()) return;
         auto& a = *act_;  // kept while a server is linked
-        if (pending_ > 0 && st.query_timeout > 0 && now - a.query_started > secs(st.query_timeout)) {
+        if (pending_ > 0 && pt.query_timeout > 0 && now - a.query_started > secs(pt.query_timeout)) {
             // Cancel the statement (the client gets 57014 and goes on); if the
             // server ignores the cancel, give up on it one period later.
             if (!timeout_cancel_sent_) {
                 timeout_cancel_sent_ = true;
                 forward_cancel();
-            } else if (now - a.query_started > secs(2 * st.query_timeout + 1)) {
+            } else if (now - a.query_started > secs(2 * pt.query_timeout + 1)) {
                 server_->mark_broken();
                 kill(sqlstate::query_canceled, "query timeout");
             }
-        } else if (pending_ == 0 && txn_status_ != 'I' && st.idle_transaction_timeout > 0 &&
-                   now - a.last_ready > secs(st.idle_transaction_timeout)) {
+        } else if (pending_ == 0 && txn_status_ != 'I' && pt.idle_transaction_timeout > 0 &&
+                   now - a.last_ready > secs(pt.idle_transaction_timeout)) {
             server_->mark_broken();
             kill(sqlstate::idle_in_transaction_timeout, "idle transaction timeout");
-        } else if ((pending_ > 0 || txn_status_ != 'I') && st.transaction_timeout > 0 &&
-                   now - a.xact_started > secs(st.transaction_timeout)) {
+        } else if ((pending_ > 0 || txn_status_ != 'I') && pt.transaction_timeout > 0 &&
+                   now - a.xact_started > secs(pt.transaction_timeout)) {
             // A transaction, or a statement outside one, that ran too long: the server
             // is in the middle of it, so it is closed with the session.
             server_->mark_broken();
@@ -893,7 +899,7 @@ void ClientSession::janitor(Clock::time_point now) {
                now - act_->wait_started > secs(st.query_wait_notify)) {
         wait_notified_ = notice_writing_ = true;
         asio::co_spawn(worker_.ctx(), notify_waiting(), asio::detached);
-    } else if (st.client_idle_timeout > 0 && now - last_activity_ > secs(st.client_idle_timeout)) {
+    } else if (pt.client_idle_timeout > 0 && now - last_activity_ > secs(pt.client_idle_timeout)) {
         kill(sqlstate::idle_session_timeout, "client_idle_timeout");
     } else {
         shrink(now);

@@ -145,7 +145,7 @@ TEST(IniDatabases, Errors) {
 }
 
 TEST(IniDatabases, UnsupportedParameterIsAWarning) {
-    auto r = load(lines({"[pgbouncer]", "[databases]", "a = host=h load_balance_hosts=disable"}));
+    auto r = load(lines({"[pgbouncer]", "[databases]", "a = host=h load_balance_hosts=disable server_lifetime=30"}));
     ASSERT_TRUE(r.ok()) << dump(r);
     ASSERT_EQ(r.problems.size(), 1u);
     EXPECT_TRUE(r.problems[0].warning);
@@ -165,6 +165,33 @@ TEST(IniUsers, PoolModeAndLimits) {
                  "users.rep.max_user_connections", 2, ">= 0");
     expect_error(lines({"[users]", "rep = pool_mod=session", "[pgbouncer]"}), "users.rep.pool_mod", 2,
                  "unknown parameter");
+}
+
+TEST(IniUsers, TimeoutAndPoolSizeOverrides) {
+    auto r = load(lines({"[users]",
+                         "rep = pool_size=2 reserve_pool_size=1 query_timeout=1.5 idle_transaction_timeout=3 "
+                         "transaction_timeout=9 client_idle_timeout=60 query_wait_timeout=-1",
+                         "[pgbouncer]", "[databases]",
+                         "a = host=h server_lifetime=30 query_wait_timeout=7 idle_transaction_timeout=0"}));
+    ASSERT_TRUE(r.ok()) << dump(r);
+    const auto& u = r.config->users.at("rep");
+    EXPECT_EQ(u.pool_size, 2);
+    EXPECT_EQ(u.reserve_pool_size, 1);
+    EXPECT_EQ(u.query_timeout, 1.5);
+    EXPECT_EQ(u.idle_transaction_timeout, 3);
+    EXPECT_EQ(u.transaction_timeout, 9);
+    EXPECT_EQ(u.client_idle_timeout, 60);
+    EXPECT_EQ(u.query_wait_timeout, -1);
+    const auto& a = r.config->databases.at("a");
+    EXPECT_EQ(a.server_lifetime, 30);
+    EXPECT_EQ(a.query_wait_timeout, 7);
+    EXPECT_EQ(a.idle_transaction_timeout, 0);
+    EXPECT_EQ(a.query_timeout, -1);
+    expect_error(lines({"[users]", "rep = query_timeout=-3", "[pgbouncer]"}), "users.rep.query_timeout", 2, ">= 0");
+    expect_error(lines({"[users]", "rep = transaction_timeout=1h", "[pgbouncer]"}), "users.rep.transaction_timeout",
+                 2, "number of seconds");
+    expect_error(lines({"[pgbouncer]", "[databases]", "a = host=h server_lifetime=x"}),
+                 "databases.a.server_lifetime", 3, "number of seconds");
 }
 
 TEST(IniSettings, KeysMapOntoSettingsAndTls) {

@@ -427,7 +427,36 @@ TEST(TomlErrors, UnknownKeyAndSection) {
                  "unknown key");
     expect_error(lines({"[clusters.c]", "primary = \"h\"", "[clusters.c.discovery]", "consul_ur = \"\""}),
                  "clusters.c.discovery.consul_ur", 4, "unknown key");
-    expect_error(lines({"[users.u]", "pool_size = 3"}), "users.u.pool_size", 2, "unknown key");
+    expect_error(lines({"[users.u]", "pool_sise = 3"}), "users.u.pool_sise", 2, "unknown key");
+}
+
+TEST(TomlOverrides, PerDatabaseAndPerUserTimeoutsAndSizes) {
+    auto r = cfg::load_toml_string(lines({"[databases.d]", "host = \"h\"", "server_lifetime = 60",
+                                          "query_timeout = 2.5", "query_wait_timeout = -1", "[users.u]",
+                                          "pool_size = 3", "reserve_pool_size = 1", "query_timeout = 0",
+                                          "idle_transaction_timeout = 4", "transaction_timeout = 30",
+                                          "client_idle_timeout = 600", "query_wait_timeout = 5"}),
+                                   "/t.toml");
+    ASSERT_TRUE(r.ok()) << dump(r);
+    const auto& d = r.config->databases.at("d");
+    EXPECT_EQ(d.server_lifetime, 60);
+    EXPECT_EQ(d.query_timeout, 2.5);
+    EXPECT_EQ(d.query_wait_timeout, -1);  // PgBouncer's "not set"
+    EXPECT_EQ(d.idle_transaction_timeout, -1);
+    const auto& u = r.config->users.at("u");
+    EXPECT_EQ(u.pool_size, 3);
+    EXPECT_EQ(u.reserve_pool_size, 1);
+    EXPECT_EQ(u.query_timeout, 0);  // set to 0: off for this user, whatever the global says
+    EXPECT_EQ(u.idle_transaction_timeout, 4);
+    EXPECT_EQ(u.transaction_timeout, 30);
+    EXPECT_EQ(u.client_idle_timeout, 600);
+    EXPECT_EQ(u.query_wait_timeout, 5);
+    expect_error(lines({"[users.u]", "query_timeout = -2"}), "users.u.query_timeout", 2, ">= 0");
+    expect_error(lines({"[users.u]", "client_idle_timeout = \"soon\""}), "users.u.client_idle_timeout", 2,
+                 "number of seconds");
+    expect_error(lines({"[users.u]", "pool_size = -1"}), "users.u.pool_size", 2, ">= 0");
+    expect_error(lines({"[databases.d]", "host = \"h\"", "server_lifetime = true"}), "databases.d.server_lifetime",
+                 3, "number of seconds");
 }
 
 TEST(TomlErrors, CrossReferences) {

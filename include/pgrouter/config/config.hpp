@@ -176,6 +176,14 @@ struct DatabaseConfig {  // [databases.X]
     std::string auth_dbname;          // "" = the global one
     std::string client_encoding, datestyle, timezone, application_name;  // connect-time params (ini)
     std::string connect_query;        // run once on each new server connection (ini connect_query=)
+    // Overrides of the global timeouts for this database's pools (PgBouncer 1.24+
+    // database options); -1 = the global one. A user's own value wins over these.
+    double server_lifetime = -1;
+    double query_wait_timeout = -1;
+    double query_timeout = -1;
+    double idle_transaction_timeout = -1;
+    double transaction_timeout = -1;
+    double client_idle_timeout = -1;
 };
 
 struct UserConfig {  // [users.X]
@@ -183,6 +191,15 @@ struct UserConfig {  // [users.X]
     std::optional<PoolMode> pool_mode;
     int max_user_connections = -1;
     int max_user_client_connections = -1;  // -1 = the global one
+    // Overrides for this user's pools and sessions (PgBouncer 1.24+ [users] options),
+    // ahead of the database's and the global values; -1 = not set.
+    int pool_size = -1;
+    int reserve_pool_size = -1;
+    double query_wait_timeout = -1;
+    double query_timeout = -1;
+    double idle_transaction_timeout = -1;
+    double transaction_timeout = -1;
+    double client_idle_timeout = -1;
 };
 
 struct Config {

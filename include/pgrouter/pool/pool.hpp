@@ -70,6 +70,14 @@ struct Settings {
     // server_round_robin: hand out the least recently used idle server (spreads load
     // over a round-robin address) instead of the most recent (keeps few servers hot).
     bool round_robin = false;
+    // The client-side timeouts of this pool's sessions, after the user's and the
+    // database's overrides (0 = off). Read by each session's janitor, so a RELOAD or
+    // an admin SET reaches connected clients too.
+    double query_wait_timeout = 120;
+    double query_timeout = 0;
+    double idle_transaction_timeout = 0;
+    double transaction_timeout = 0;
+    double client_idle_timeout = 0;
 };
 
 // A global cap shared by several pools (max_db_connections, max_user_connections).
@@ -115,6 +123,8 @@ public:
     void configure(const Settings& s, std::shared_ptr<const Target> target);
     std::shared_ptr<const Target> target() const { return target_.load(); }
     Settings settings() const;
+    std::shared_ptr<const Settings> settings_ref() const { return settings_ptr_.load(); }
+    double query_wait_timeout() const { return wait_timeout_.load(std::memory_order_relaxed); }
 
     // ParameterStatus values of a fresh server login, sent to clients at their login.
     std::optional<std::vector<std::pair<std::string, std::string>>> welcome() const;
@@ -193,6 +203,7 @@ private:
 
     std::atomic<std::uint64_t> generation_{0};  // target_->generation, cheap to read
     std::atomic<double> lifetime_{3600.0};      // settings server_lifetime, cheap to read
+    std::atomic<double> wait_timeout_{120.0};   // settings query_wait_timeout, read per transaction
     std::atomic<std::shared_ptr<const Settings>> settings_ptr_{std::make_shared<const Settings>()};
     friend class PoolRegistry;
     std::atomic<bool> retiring_{false};
