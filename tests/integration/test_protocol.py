@@ -110,11 +110,12 @@ def _dribble(c, data, step, pause=0.02):
 
 @pytest.mark.parametrize("mode", ["transaction", "session"])
 def test_messages_arriving_in_pieces_with_pauses(pgrouter, mode):
-    """Each read that finds the socket drained waits for the next bytes without trying
-    again first (net/short_read.hpp): bytes that come later, in both directions, must
-    still be read. Client: queries and an extended pipeline sent a few bytes at a time,
-    the first query of the session and later ones. Server: an answer whose parts are
-    sent 0.3 s apart (a NOTICE, then the rest after a sleep)."""
+    """Bytes that come after a read has emptied the socket, in both directions, must
+    still be read (a reader that skips the next read attempt after a short read was
+    tried and rejected: bench/RESULTS.md, 20:10 UTC). Client: queries and an extended
+    pipeline sent a few bytes at a time, the first query of the session and later ones.
+    Server: an answer whose parts are sent 0.3 s apart (a NOTICE, then the rest after a
+    sleep)."""
     p = pgrouter({"pool_mode": mode, "default_pool_size": 1})
     c = p.wire()
     try:
