@@ -90,6 +90,10 @@ void Pool::configure(const Settings& s, std::shared_ptr<const Target> target) {
     wait_timeout_.store(s.query_wait_timeout);
     auto old = target_.load();
     if (!old || old->generation != target->generation) last_failure_.reset();  // never carried to a new target
+    // The values new clients are shown come from the server's login: when what a login
+    // asks for changes, the next client login learns them afresh.
+    if (old && (old->startup_params != target->startup_params || old->connect_query != target->connect_query))
+        welcome_.reset();
     generation_.store(target->generation);
     target_.store(std::move(target));
 }
@@ -312,7 +316,7 @@ asio::awaitable<AcquireResult> Pool::connect_new(app::Worker& w, Clock::time_poi
     {
         std::lock_guard lk(m_);
         if (last_failure_ && last_failure_->generation == target->generation) last_failure_.reset();
-        if (!welcome_) welcome_ = server->login_params();
+        if (!welcome_ && server->generation() == generation_.load()) welcome_ = server->login_params();
     }
     spdlog::debug("pool {}/{}: new server connection to {}:{} (backend pid {})", database_, user_, server->host(),
                   server->port(), server->backend_pid());

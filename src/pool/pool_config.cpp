@@ -7,7 +7,8 @@ namespace pgrouter::pool {
 namespace {
 bool same_target(const Target& a, const Target& b) {
     auto secret = [](const Target& t) { return t.credential ? t.credential->secret : std::string("\x01none"); };
-    return a.host == b.host && a.port == b.port && a.dbname == b.dbname && a.user == b.user && secret(a) == secret(b);
+    return a.host == b.host && a.port == b.port && a.dbname == b.dbname && a.user == b.user && secret(a) == secret(b) &&
+           a.startup_params == b.startup_params && a.connect_query == b.connect_query;
 }
 }  // namespace
 
@@ -33,6 +34,10 @@ void apply_config(Pool& pool, const app::Snapshot& snap, const config::DatabaseC
         target->port = db.port;
     }
     target->dbname = db.dbname.empty() ? db.name : db.dbname;
+    for (auto [name, value] : {std::pair{"client_encoding", &db.client_encoding}, std::pair{"datestyle", &db.datestyle},
+                               std::pair{"timezone", &db.timezone}, std::pair{"application_name", &db.application_name}})
+        if (!value->empty()) target->startup_params.emplace_back(name, *value);
+    target->connect_query = db.connect_query;
     target->user = db.user.empty() ? user : db.user;
     if (!db.password.empty()) {
         target->credential = auth::Credential{target->user, db.password, auth::classify_secret(db.password)};

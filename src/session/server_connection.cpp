@@ -221,6 +221,22 @@ asio::awaitable<std::pair<std::unique_ptr<ServerConnection>, ServerResult>> Serv
         conn->broken_ = true;
         co_return Ret{nullptr, r};
     }
+    if (!target.connect_query.empty()) {
+        auto q = co_await conn->query(target.connect_query, deadline);
+        if (conn->broken_)
+            co_return Ret{nullptr, fail(sqlstate::connection_failure, "server " + where + " lost during connect_query")};
+        if (!q.ok) spdlog::warn("server {}: connect_query failed: {} ({})", where, q.message, q.sqlstate);
+        if (conn->txn_status_ != 'I') {
+            // A server handed out inside a transaction would be dirty for every client.
+            conn->broken_ = true;
+            co_return Ret{nullptr, fail(sqlstate::connection_failure,
+                                        "connect_query left the server connection inside a transaction: " + where)};
+        }
+        // What it SET is this server's starting state, which clients that did not
+        // name their own values are given.
+        for (auto& [name, value] : conn->login_params_)
+            if (auto i = tracked_index(name); i && conn->params_.has(*i)) value = std::string(*conn->params_.get(*i));
+    }
     co_return Ret{std::move(conn), r};
 }
 
@@ -245,7 +261,9 @@ asio::awaitable<ServerResult> ServerConnection::login(const pool::Target& target
                                                       const std::optional<std::pair<auth::Bytes, auth::Bytes>>& scram_keys,
                                                       Clock::time_point deadline) {
     std::string out;
-    proto::write_startup_message(out, {{"user", target.user}, {"database", target.dbname}});
+    std::vector<std::pair<std::string, std::string>> startup{{"user", target.user}, {"database", target.dbname}};
+    startup.insert(startup.end(), target.startup_params.begin(), target.startup_params.end());
+    proto::write_startup_message(out, startup);
     auto werr = co_await stream_.write_all(asio::buffer(out));
     if (werr) co_return fail(sqlstate::connection_failure, "server write failed: " + werr.message());
 

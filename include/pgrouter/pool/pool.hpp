@@ -46,6 +46,14 @@ struct Target {
     std::string dbname;
     std::string user;  // server-side user
     std::optional<auth::Credential> credential;  // password for the server login
+    // Sent in the server's StartupMessage besides user and database: the database's
+    // client_encoding, datestyle, timezone and application_name (PgBouncer's
+    // "ask specific ... from server"). The server's answers become the values
+    // clients that did not name their own see.
+    std::vector<std::pair<std::string, std::string>> startup_params;
+    // Run once on each new server connection before any client gets it; an error is
+    // logged and the connection used anyway (as PgBouncer).
+    std::string connect_query;
     std::uint64_t generation = 0;               // bumped whenever any of the above changes
     bool unix_socket() const { return !host.empty() && host[0] == '/'; }
 };
