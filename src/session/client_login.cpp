@@ -202,6 +202,15 @@ asio::awaitable<bool> ClientSession::authenticate(Clock::time_point deadline) {
         }
     }
     std::vector<std::pair<std::string, std::string>>().swap(login_->startup_params);  // parsed: give the memory back
+    if (st.application_name_add_host) {
+        // PgBouncer's "<application_name or app> - <address>:<port>", once, at login.
+        std::size_t i = *tracked_index("application_name");
+        std::string app = client_params_.has(i) ? std::string(*client_params_.get(i)) : std::string("app");
+        std::string where = client_.is_unix() ? "unix:" + std::to_string(st.listen_port) : peer_;
+        if (!client_.is_unix() && client_.peer_ip().find(':') != std::string::npos)
+            where = "[" + client_.peer_ip() + "]" + peer_.substr(peer_.rfind(':'));
+        client_params_.set(i, app + " - " + where);
+    }
     if (user_.empty()) {
         co_await fail(sqlstate::invalid_authorization, "no PostgreSQL user name specified in startup packet");
         co_return false;

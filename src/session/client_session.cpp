@@ -679,11 +679,28 @@ asio::awaitable<void> ClientSession::release_server() {
         co_await t.async_wait(token);
     }
     if (s->cancel_gate()->in_flight > 0) s->mark_broken();
-    int max_prepared = snap_->config->settings.max_prepared_statements;
+    auto& st = snap_->config->settings;
+    int max_prepared = st.max_prepared_statements;
     if (max_prepared > 0 && static_cast<int>(s->prepared().size()) > max_prepared) s->mark_broken();
-    pool_->release(worker_, std::move(s));
+    if (st.server_reset_query_always && !st.server_reset_query.empty() && pool_mode_ != kSession && !s->broken()) {
+        // PgBouncer's server_reset_query_always: every release resets the server. The
+        // session is done with it: the reset runs on its own, and the server reaches
+        // the pool (or its next client) only once it is clean.
+        asio::co_spawn(worker_.ctx(), reset_and_release(pool_, worker_, std::move(s), st.server_reset_query),
+                       asio::detached);
+    } else {
+        pool_->release(worker_, std::move(s));
+    }
     if (worker_.runtime().shutting_down.load()) kill(sqlstate::admin_shutdown, "pgrouter is shutting down");
     park();  // between transactions: the serving coroutine, waiting on the client, can end
+}
+
+asio::awaitable<void> ClientSession::reset_and_release(std::shared_ptr<pool::Pool> pool, app::Worker& w,
+                                                       std::unique_ptr<ServerConnection> server, std::string sql) {
+    auto r = co_await server->query(sql, Clock::now() + std::chrono::seconds(10));
+    if (!r.ok || server->txn_status() != 'I') server->mark_broken();
+    server->prepared().clear();  // DISCARD ALL (or DEALLOCATE ALL): nothing stays prepared
+    pool->release(w, std::move(server));
 }
 
 asio::awaitable<void> ClientSession::finish() {

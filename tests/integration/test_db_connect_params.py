@@ -11,6 +11,7 @@ import time
 import pytest
 
 import helpers
+import pgwire
 
 SETTINGS_SQL = ("SELECT pg_backend_pid(), current_setting('DateStyle'), current_setting('TimeZone'), "
                 "current_setting('client_encoding'), current_setting('application_name')")
@@ -117,3 +118,82 @@ def test_connect_query_leaving_a_transaction_open_is_refused(pgrouter):
         p.wire()
     assert "08006" in str(e.value) or "inside a transaction" in str(e.value), e.value
     assert "connect_query left the server connection inside a transaction" in p.log()
+
+
+@pytest.mark.parametrize("fmt", ["toml", "ini"])
+def test_application_name_add_host(pgrouter, fmt):
+    """PgBouncer's "<name or app> - <address>:<port>", set once at login: shown to the
+    client and given to every server it uses; a later SET replaces it."""
+    if helpers.is_pgbouncer() and fmt == "toml":
+        pytest.skip("TOML is pgrouter's own format")
+    p = pgrouter({"default_pool_size": 1, "application_name_add_host": True}, fmt=fmt)
+    named = p.wire(params={"application_name": "billing"})
+    unnamed = p.wire()
+    try:
+        for c, name in ((named, "billing"), (unnamed, "app")):
+            ip, port = c.sock.getsockname()[:2]
+            want = f"{name} - {ip}:{port}"
+            assert c.params.get("application_name") == want, c.params
+            for _ in range(2):  # one server for both: each gets its own name back
+                assert c.query("SELECT current_setting('application_name')").rows == [[want]]
+        assert named.query("SET application_name = 'renamed'").error is None
+        assert unnamed.query("SELECT 1").rows == [["1"]]
+        assert named.query("SELECT current_setting('application_name')").rows == [["renamed"]]
+    finally:
+        named.close()
+        unnamed.close()
+
+
+def test_application_name_add_host_off_by_default(pgrouter):
+    p = pgrouter({})
+    c = p.wire(params={"application_name": "billing"})
+    try:
+        assert c.query("SELECT current_setting('application_name')").rows == [["billing"]]
+    finally:
+        c.close()
+
+
+def leaks_between_clients(p):
+    """Session state one transaction-mode client leaves on the only server, as the next client sees it."""
+    a = p.wire()
+    b = p.wire()
+    try:
+        assert a.query("SET pgrouter_test.leak = 'from-a'").error is None
+        assert a.query("PREPARE leaky AS SELECT 7").error is None
+        assert a.query("CREATE TEMP TABLE leak_tmp (x int)").error is None
+        seen = b.query("SELECT current_setting('pgrouter_test.leak', true), "
+                       "(SELECT count(*) FROM pg_prepared_statements WHERE name = 'leaky'), "
+                       "to_regclass('pg_temp.leak_tmp') IS NOT NULL")
+        assert seen.error is None, seen.error
+        return seen.rows[0]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_server_reset_query_always_resets_after_each_transaction(pgrouter):
+    base = {"default_pool_size": 1, "pool_mode": "transaction", "server_reset_query": "DISCARD ALL"}
+    assert leaks_between_clients(pgrouter(dict(base))) == ["from-a", "1", "t"], "without it, state leaks"
+    reset = leaks_between_clients(pgrouter(dict(base, server_reset_query_always=True)))
+    assert reset[0] in (None, "") and reset[1:] == ["0", "f"], reset
+
+
+@pytest.mark.pgrouter_only("max_prepared_statements is PgBouncer 1.21+ (the Debian PgBouncer is 1.18)")
+def test_server_reset_query_always_with_protocol_prepared_statements(pgrouter):
+    """A named statement the pooler renamed is gone from the server after DISCARD ALL:
+    the pooler must prepare it again on the next use, not assume it is still there."""
+    p = pgrouter({"default_pool_size": 1, "pool_mode": "transaction", "server_reset_query": "DISCARD ALL",
+                  "server_reset_query_always": True, "max_prepared_statements": 10})
+    c = p.wire()
+    other = p.wire()
+    try:
+        c.send(pgwire.parse_msg("SELECT $1::int * 2", name="dbl") + pgwire.sync_msg())
+        assert c.read_until_ready().error is None
+        for v in (3, 4):
+            c.send(pgwire.bind_msg((str(v),), stmt="dbl") + pgwire.execute_msg() + pgwire.sync_msg())
+            r = c.read_until_ready()
+            assert r.error is None and r.rows == [[str(v * 2)]], (r.error, r.rows)
+            assert other.query("SELECT 1").rows == [["1"]]  # the server goes through a reset in between
+    finally:
+        c.close()
+        other.close()

@@ -119,6 +119,10 @@ private:
     asio::awaitable<void> pump();
     asio::awaitable<void> finish();
     asio::awaitable<void> release_server();
+    // server_reset_query_always: runs the reset on a server its session let go, then
+    // releases it (discarded when the reset fails or leaves a transaction open).
+    static asio::awaitable<void> reset_and_release(std::shared_ptr<pool::Pool> pool, app::Worker& w,
+                                                   std::unique_ptr<ServerConnection> server, std::string sql);
     bool releasable() const;
     // Named prepared statements (transaction/statement pooling): rewrites the
     // captured messages of one client chunk into `out`.
