@@ -53,6 +53,12 @@ constexpr NameTable<ReplicaFallback> fallbacks{
 constexpr NameTable<DiscoveryType> discovery_types{
     {DiscoveryType::static_, "static"}, {DiscoveryType::consul, "consul"},
     {DiscoveryType::patroni, "patroni"}};
+constexpr NameTable<LoadBalanceHosts> load_balance_modes{
+    {LoadBalanceHosts::round_robin, "round-robin"}, {LoadBalanceHosts::disable, "disable"}};
+constexpr NameTable<TargetSessionAttrs> session_attrs{
+    {TargetSessionAttrs::any, "any"}, {TargetSessionAttrs::read_write, "read-write"},
+    {TargetSessionAttrs::read_only, "read-only"}, {TargetSessionAttrs::primary, "primary"},
+    {TargetSessionAttrs::standby, "standby"}};
 
 bool all_digits(std::string_view s) {
     if (s.empty()) return false;
@@ -137,6 +143,25 @@ std::optional<ReplicaFallback> parse_replica_fallback(std::string_view s) {
 }
 std::optional<DiscoveryType> parse_discovery_type(std::string_view s) {
     return value_of(discovery_types, s);
+}
+const char* to_string(LoadBalanceHosts v) { return name_of(load_balance_modes, v); }
+const char* to_string(TargetSessionAttrs v) { return name_of(session_attrs, v); }
+std::optional<LoadBalanceHosts> parse_load_balance_hosts(std::string_view s) {
+    return value_of(load_balance_modes, s);
+}
+std::optional<TargetSessionAttrs> parse_target_session_attrs(std::string_view s) {
+    return value_of(session_attrs, s);
+}
+
+std::vector<std::string> split_hosts(std::string_view host) {
+    std::vector<std::string> out;
+    for (;;) {
+        auto comma = host.find(',');
+        out.emplace_back(host.substr(0, comma));
+        if (comma == std::string_view::npos) break;
+        host.remove_prefix(comma + 1);
+    }
+    return out;
 }
 
 std::string Problem::to_string() const {

@@ -199,6 +199,16 @@ struct EnumInfo<DiscoveryType> {
     static constexpr auto parse = &parse_discovery_type;
     static constexpr const char* names = "static, consul, patroni";
 };
+template <>
+struct EnumInfo<LoadBalanceHosts> {
+    static constexpr auto parse = &parse_load_balance_hosts;
+    static constexpr const char* names = "round-robin, disable";
+};
+template <>
+struct EnumInfo<TargetSessionAttrs> {
+    static constexpr auto parse = &parse_target_session_attrs;
+    static constexpr const char* names = "any, read-write, read-only, primary, standby";
+};
 
 // Text (pgbouncer.ini) is matched case-insensitively, as PgBouncer does; TOML exactly.
 template <class E>
@@ -343,15 +353,17 @@ SetResult optional_enum_field(Owner<M>& o, const SettingValue& v) {
     return to_enum(v, true, o.*M);
 }
 
-// A server host: name, address or unix socket directory; one only.
+// A server host: name, address or unix socket directory, or a comma-separated list
+// of them (new connections spread over the list, as PgBouncer 1.17+).
 template <auto M>
 SetResult host_field(Owner<M>& o, const SettingValue& v) {
     std::string s;
     if (auto r = to_text(v, s); !r.ok()) return r;
-    if (s.find(',') != std::string::npos)
-        return bad("only one host is supported; for a primary and replicas use a [clusters] section");
     if (std::any_of(s.begin(), s.end(), [](unsigned char c) { return std::isspace(c); }))
         return bad("invalid host " + quoted(s));
+    if (s.find(',') != std::string::npos)
+        for (auto& h : split_hosts(s))
+            if (h.empty()) return bad("empty entry in host list " + quoted(s));
     o.*M = std::move(s);
     return ok_result;
 }
@@ -514,6 +526,8 @@ constexpr Field<DatabaseConfig> database_fields[] = {
     {"timezone", string_field<&D::timezone>},
     {"application_name", string_field<&D::application_name>},
     {"connect_query", string_field<&D::connect_query>},
+    {"load_balance_hosts", enum_field<&D::load_balance_hosts>},
+    {"target_session_attrs", enum_field<&D::target_session_attrs>},
     {"server_lifetime", override_seconds_field<&D::server_lifetime>},
     {"query_wait_timeout", override_seconds_field<&D::query_wait_timeout>},
     {"query_timeout", override_seconds_field<&D::query_timeout>},

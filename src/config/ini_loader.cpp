@@ -53,8 +53,7 @@ std::string ignored_because(std::string_view key) {
 }
 
 // Per-database and per-user parameters of newer PgBouncers that pgrouter ignores.
-constexpr std::string_view unsupported_database_params[] = {"auth_query", "load_balance_hosts",
-                                                            "target_session_attrs"};
+constexpr std::string_view unsupported_database_params[] = {"auth_query"};
 
 template <std::size_t N>
 bool listed(const std::string_view (&list)[N], std::string_view key) {

@@ -302,9 +302,35 @@ asio::awaitable<AcquireResult> Pool::connect_new(app::Worker& w, Clock::time_poi
             co_return AcquireResult{nullptr, f.sqlstate, f.message};
         }
     }
-    auto connect_deadline = std::min(deadline, Clock::now() + secs(st.server_connect_timeout));
-    if (st.server_connect_timeout <= 0) connect_deadline = deadline;
-    auto [server, result] = co_await session::ServerConnection::connect(w, *target, scram_keys(), connect_deadline);
+    auto keys = scram_keys();
+    std::unique_ptr<ServerConnection> server;
+    session::ServerResult result;
+    // A host list: one entry per attempt (the next one, or the current one with
+    // load_balance_hosts = disable); an entry that fails or does not match
+    // target_session_attrs hands the attempt on to the next, each tried once.
+    std::size_t n = std::max<std::size_t>(1, target->hosts.size());
+    unsigned start = n == 1                                                      ? 0
+                     : target->load_balance == config::LoadBalanceHosts::disable ? host_cursor_.load()
+                                                                                 : host_cursor_.fetch_add(1);
+    for (std::size_t k = 0; k < n && !server; ++k) {
+        auto connect_deadline = std::min(deadline, Clock::now() + secs(st.server_connect_timeout));
+        if (st.server_connect_timeout <= 0) connect_deadline = deadline;
+        if (k > 0 && Clock::now() >= connect_deadline) break;
+        if (n == 1) {
+            std::tie(server, result) = co_await session::ServerConnection::connect(w, *target, keys, connect_deadline);
+            break;
+        }
+        auto i = static_cast<unsigned>((start + k) % n);
+        Target one = *target;
+        one.host = target->hosts[i];
+        one.hosts.clear();
+        std::tie(server, result) = co_await session::ServerConnection::connect(w, one, keys, connect_deadline);
+        if (server) {
+            if (target->load_balance == config::LoadBalanceHosts::disable) host_cursor_.store(i);
+        } else if (k + 1 < n) {
+            spdlog::warn("pool {}/{}: {}; trying the next host", database_, user_, result.message);
+        }
+    }
     if (!server) {
         spdlog::warn("pool {}/{}: server login failed: {}", database_, user_, result.message);
         std::lock_guard lk(m_);

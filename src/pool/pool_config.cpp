@@ -8,7 +8,8 @@ namespace {
 bool same_target(const Target& a, const Target& b) {
     auto secret = [](const Target& t) { return t.credential ? t.credential->secret : std::string("\x01none"); };
     return a.host == b.host && a.port == b.port && a.dbname == b.dbname && a.user == b.user && secret(a) == secret(b) &&
-           a.startup_params == b.startup_params && a.connect_query == b.connect_query;
+           a.startup_params == b.startup_params && a.connect_query == b.connect_query &&
+           a.session_attrs == b.session_attrs;
 }
 }  // namespace
 
@@ -32,7 +33,10 @@ void apply_config(Pool& pool, const app::Snapshot& snap, const config::DatabaseC
     } else {
         target->host = db.host;
         target->port = db.port;
+        if (db.host.find(',') != std::string::npos) target->hosts = config::split_hosts(db.host);
+        target->load_balance = db.load_balance_hosts;
     }
+    target->session_attrs = db.target_session_attrs;
     target->dbname = db.dbname.empty() ? db.name : db.dbname;
     for (auto [name, value] : {std::pair{"client_encoding", &db.client_encoding}, std::pair{"datestyle", &db.datestyle},
                                std::pair{"timezone", &db.timezone}, std::pair{"application_name", &db.application_name}})

@@ -237,7 +237,47 @@ asio::awaitable<std::pair<std::unique_ptr<ServerConnection>, ServerResult>> Serv
         for (auto& [name, value] : conn->login_params_)
             if (auto i = tracked_index(name); i && conn->params_.has(*i)) value = std::string(*conn->params_.get(*i));
     }
+    if (auto why = conn->session_attrs_mismatch(target.session_attrs)) {
+        conn->close();
+        co_return Ret{nullptr, fail(sqlstate::connection_failure,
+                                    "server " + where + " " + *why + " (target_session_attrs = " +
+                                        config::to_string(target.session_attrs) + ")")};
+    }
     co_return Ret{std::move(conn), r};
+}
+
+std::optional<std::string> ServerConnection::session_attrs_mismatch(config::TargetSessionAttrs want) const {
+    using A = config::TargetSessionAttrs;
+    if (want == A::any) return std::nullopt;
+    auto reported = [&](std::string_view name) -> std::optional<bool> {
+        for (auto& [k, v] : login_params_)
+            if (k == name) return v == "on";
+        return std::nullopt;
+    };
+    // PostgreSQL 14+ reports both at login (and default_transaction_read_only again
+    // when connect_query changed it).
+    auto standby = reported("in_hot_standby");
+    auto read_only = reported("default_transaction_read_only");
+    if (!standby || (!read_only && (want == A::read_write || want == A::read_only)))
+        return "does not report in_hot_standby and default_transaction_read_only (PostgreSQL 14 or later needed)";
+    switch (want) {
+        case A::read_write:
+            if (*standby) return std::string("is in hot standby mode");
+            if (*read_only) return std::string("is read-only (default_transaction_read_only = on)");
+            return std::nullopt;
+        case A::read_only:
+            if (!*standby && !*read_only) return std::string("is not read-only");
+            return std::nullopt;
+        case A::primary:
+            if (*standby) return std::string("is in hot standby mode");
+            return std::nullopt;
+        case A::standby:
+            if (!*standby) return std::string("is not in hot standby mode");
+            return std::nullopt;
+        case A::any:
+            break;
+    }
+    return std::nullopt;
 }
 
 asio::awaitable<bool> ServerConnection::read_message(char& type, Clock::time_point deadline) {

@@ -136,8 +136,15 @@ TEST(IniDatabases, Errors) {
     expect_error(lines({"[pgbouncer]", "[databases]", "a = host"}), "databases.a", 3, "expected key=value");
     expect_error(lines({"[pgbouncer]", "[databases]", "a = host=h hots=x"}), "databases.a.hots", 3,
                  "unknown parameter");
-    expect_error(lines({"[pgbouncer]", "[databases]", "a = host=h1,h2"}), "databases.a.host", 3,
-                 "only one host");
+    expect_error(lines({"[pgbouncer]", "[databases]", "a = host=h1,,h2"}), "databases.a.host", 3,
+                 "empty entry in host list \"h1,,h2\"");
+    expect_error(lines({"[pgbouncer]", "[databases]", "a = host=h1,"}), "databases.a.host", 3,
+                 "empty entry");
+    expect_error(lines({"[pgbouncer]", "[databases]", "a = host=h load_balance_hosts=random"}),
+                 "databases.a.load_balance_hosts", 3, "expected one of: round-robin, disable");
+    expect_error(lines({"[pgbouncer]", "[databases]", "a = host=h target_session_attrs=prefer-standby"}),
+                 "databases.a.target_session_attrs", 3,
+                 "expected one of: any, read-write, read-only, primary, standby");
     expect_error(lines({"[pgbouncer]", "[databases]", "pgbouncer = host=h"}), "databases.pgbouncer", 3,
                  "reserved");
     expect_error(lines({"[pgbouncer]", "unix_socket_dir =", "listen_addr = *", "[databases]", "a = port=1"}),
@@ -145,12 +152,30 @@ TEST(IniDatabases, Errors) {
 }
 
 TEST(IniDatabases, UnsupportedParameterIsAWarning) {
-    auto r = load(lines({"[pgbouncer]", "[databases]", "a = host=h load_balance_hosts=disable server_lifetime=30"}));
+    auto r = load(lines({"[pgbouncer]", "[databases]", "a = host=h auth_query='SELECT 1' server_lifetime=30"}));
     ASSERT_TRUE(r.ok()) << dump(r);
     ASSERT_EQ(r.problems.size(), 1u);
     EXPECT_TRUE(r.problems[0].warning);
-    EXPECT_EQ(r.problems[0].key, "databases.a.load_balance_hosts");
+    EXPECT_EQ(r.problems[0].key, "databases.a.auth_query");
     EXPECT_EQ(r.problems[0].line, 3);
+}
+
+TEST(IniDatabases, HostListWithLoadBalancingAndSessionAttrs) {
+    auto r = load(lines({"[pgbouncer]", "[databases]",
+                         "a = host=10.0.0.1,db2.example.com,/run/pg port=5433 load_balance_hosts=Disable "
+                         "target_session_attrs=read-write",
+                         "b = host=h"}));
+    ASSERT_TRUE(r.ok()) << dump(r);
+    EXPECT_TRUE(r.problems.empty()) << dump(r);
+    const auto& a = r.config->databases.at("a");
+    EXPECT_EQ(a.host, "10.0.0.1,db2.example.com,/run/pg");
+    EXPECT_EQ(cfg::split_hosts(a.host), (std::vector<std::string>{"10.0.0.1", "db2.example.com", "/run/pg"}));
+    EXPECT_EQ(a.port, 5433);
+    EXPECT_EQ(a.load_balance_hosts, cfg::LoadBalanceHosts::disable);
+    EXPECT_EQ(a.target_session_attrs, cfg::TargetSessionAttrs::read_write);
+    const auto& b = r.config->databases.at("b");
+    EXPECT_EQ(b.load_balance_hosts, cfg::LoadBalanceHosts::round_robin);
+    EXPECT_EQ(b.target_session_attrs, cfg::TargetSessionAttrs::any);
 }
 
 TEST(IniUsers, PoolModeAndLimits) {

@@ -499,7 +499,11 @@ TEST(TomlErrors, BadHostPort) {
     expect_error(lines({"[clusters.c]", "primary = \"db1\"", "replicas = [\"db2:5432\", \"::1\"]"}),
                  "clusters.c.replicas", 3, "invalid address \"::1\"");
     expect_error(lines({"[clusters.c]", "primary = \"db1:\""}), "clusters.c.primary", 2, "invalid address");
-    expect_error(lines({"[databases.d]", "host = \"a,b\""}), "databases.d.host", 2, "only one host");
+    expect_error(lines({"[databases.d]", "host = \"a,,b\""}), "databases.d.host", 2, "empty entry in host list");
+    expect_error(lines({"[databases.d]", "host = \"a,b\"", "target_session_attrs = \"Read-Write\""}),
+                 "databases.d.target_session_attrs", 3, "invalid value \"Read-Write\"");
+    expect_error(lines({"[databases.d]", "host = \"a,b\"", "load_balance_hosts = true"}),
+                 "databases.d.load_balance_hosts", 3, "a string");
     expect_error(lines({"[pgrouter]", "metrics_listen = \"localhost\""}), "pgrouter.metrics_listen", 2,
                  "expected host:port");
 }

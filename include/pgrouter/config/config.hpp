@@ -20,6 +20,10 @@ enum class SslMode { disable, allow, prefer, require, verify_ca, verify_full };
 enum class Route { primary, replica, auto_ };
 enum class ReplicaFallback { primary, error };
 enum class DiscoveryType { static_, consul, patroni };
+// [databases] load_balance_hosts: how a host list is walked for new server connections.
+enum class LoadBalanceHosts { round_robin, disable };
+// [databases] target_session_attrs: which servers a new server connection may land on.
+enum class TargetSessionAttrs { any, read_write, read_only, primary, standby };
 
 const char* to_string(PoolMode);
 const char* to_string(AuthType);
@@ -176,6 +180,10 @@ struct DatabaseConfig {  // [databases.X]
     std::string auth_dbname;          // "" = the global one
     std::string client_encoding, datestyle, timezone, application_name;  // connect-time params (ini)
     std::string connect_query;        // run once on each new server connection (ini connect_query=)
+    // host may be a comma-separated list (PgBouncer 1.17+): new server connections go to
+    // its entries round-robin, or (disable) stay on one until it fails.
+    LoadBalanceHosts load_balance_hosts = LoadBalanceHosts::round_robin;
+    TargetSessionAttrs target_session_attrs = TargetSessionAttrs::any;
     // Overrides of the global timeouts for this database's pools (PgBouncer 1.24+
     // database options); -1 = the global one. A user's own value wins over these.
     double server_lifetime = -1;
@@ -265,6 +273,12 @@ std::optional<LogFormat> parse_log_format(std::string_view);
 std::optional<Route> parse_route(std::string_view);
 std::optional<ReplicaFallback> parse_replica_fallback(std::string_view);
 std::optional<DiscoveryType> parse_discovery_type(std::string_view);
+const char* to_string(LoadBalanceHosts);
+const char* to_string(TargetSessionAttrs);
+std::optional<LoadBalanceHosts> parse_load_balance_hosts(std::string_view);
+std::optional<TargetSessionAttrs> parse_target_session_attrs(std::string_view);
+// The entries of a database's host= (a comma-separated list, PgBouncer 1.17+).
+std::vector<std::string> split_hosts(std::string_view host);
 
 // "host:port", "[v6addr]:port", "host" (port 5432), "/unix/socket/dir" or
 // "/unix/socket/dir:port". nullopt on bad input (empty, port out of 1..65535, "::1").

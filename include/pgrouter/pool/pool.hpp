@@ -4,6 +4,7 @@
 #pragma once
 
 #include "pgrouter/auth/auth.hpp"
+#include "pgrouter/config/config.hpp"
 #include "pgrouter/stats/counters.hpp"
 
 #include <boost/asio/awaitable.hpp>
@@ -54,6 +55,12 @@ struct Target {
     // Run once on each new server connection before any client gets it; an error is
     // logged and the connection used anyway (as PgBouncer).
     std::string connect_query;
+    // A database whose host= lists several: its entries (each new connection takes one,
+    // per `load_balance`); empty for a single host. `host` keeps the whole list.
+    std::vector<std::string> hosts;
+    config::LoadBalanceHosts load_balance = config::LoadBalanceHosts::round_robin;
+    // Checked on each new server connection after its login and connect_query.
+    config::TargetSessionAttrs session_attrs = config::TargetSessionAttrs::any;
     std::uint64_t generation = 0;               // bumped whenever any of the above changes
     bool unix_socket() const { return !host.empty() && host[0] == '/'; }
 };
@@ -210,6 +217,7 @@ private:
     std::atomic<std::shared_ptr<const Target>> target_;
 
     std::atomic<std::uint64_t> generation_{0};  // target_->generation, cheap to read
+    std::atomic<unsigned> host_cursor_{0};      // the next (round-robin) or current (disable) entry of hosts
     std::atomic<double> lifetime_{3600.0};      // settings server_lifetime, cheap to read
     std::atomic<double> wait_timeout_{120.0};   // settings query_wait_timeout, read per transaction
     std::atomic<std::shared_ptr<const Settings>> settings_ptr_{std::make_shared<const Settings>()};

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "pgrouter/auth/auth.hpp"
+#include "pgrouter/config/config.hpp"
 #include "pgrouter/net/stream.hpp"
 #include "pgrouter/session/params.hpp"
 
@@ -83,6 +84,9 @@ public:
     // and enters it only by restarting, so the login-time value holds for the
     // connection's whole life unless promoted.
     bool hot_standby() const { return hot_standby_; }
+    // Why this fresh connection does not satisfy target_session_attrs `want` (from what
+    // the server reported at login and connect_query), or nullopt when it does.
+    std::optional<std::string> session_attrs_mismatch(config::TargetSessionAttrs want) const;
 
     Clock::time_point created() const { return created_; }
     Clock::time_point last_used() const { return last_used_; }
