@@ -521,6 +521,7 @@ constexpr Field<DatabaseConfig> database_fields[] = {
     {"max_db_client_connections", int_field<&D::max_db_client_connections>},
     {"auth_user", string_field<&D::auth_user>},
     {"auth_dbname", string_field<&D::auth_dbname>},
+    {"auth_query", string_field<&D::auth_query>},
     {"client_encoding", string_field<&D::client_encoding>},
     {"datestyle", string_field<&D::datestyle>},
     {"timezone", string_field<&D::timezone>},

@@ -52,9 +52,6 @@ std::string ignored_because(std::string_view key) {
     return "not supported by pgrouter, ignored";
 }
 
-// Per-database and per-user parameters of newer PgBouncers that pgrouter ignores.
-constexpr std::string_view unsupported_database_params[] = {"auth_query"};
-
 template <std::size_t N>
 bool listed(const std::string_view (&list)[N], std::string_view key) {
     return std::find(std::begin(list), std::end(list), key) != std::end(list);
@@ -265,8 +262,6 @@ private:
             if (r.ok()) continue;
             if (r.status == SetStatus::bad_value)
                 add(at, prefix + "." + k, r.reason);
-            else if (listed(unsupported_database_params, k))
-                add(at, prefix + "." + k, "not supported by pgrouter, ignored", true);
             else
                 add(at, prefix + "." + k, "unknown parameter");
         }

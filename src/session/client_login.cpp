@@ -393,6 +393,8 @@ asio::awaitable<std::optional<auth::Credential>> ClientSession::lookup_auth_quer
     if (!db) co_return std::nullopt;
     std::string auth_user = !db->auth_user.empty() ? db->auth_user : cfg.settings.auth_user;
     if (auth_user.empty()) co_return std::nullopt;
+    // The client's database decides the query, also when auth_dbname runs it elsewhere.
+    std::string sql = !db->auth_query.empty() ? db->auth_query : cfg.settings.auth_query;
     // auth_dbname: the lookup runs in that database, not the one the client asked for.
     // A copy: `db` is replaced below while the name is still needed.
     const std::string auth_db = !db->auth_dbname.empty() ? db->auth_dbname : cfg.settings.auth_dbname;
@@ -409,7 +411,6 @@ asio::awaitable<std::optional<auth::Credential>> ClientSession::lookup_auth_quer
         spdlog::warn("C-{}: auth_query: cannot connect as {}: {}", id_, auth_user, res.message);
         co_return std::nullopt;
     }
-    std::string sql = cfg.settings.auth_query;
     auto at = sql.find("$1");
     if (at != std::string::npos) sql.replace(at, 2, protocol::quote_literal(user_));
     auto rows = co_await res.server->query_rows(sql, deadline);

@@ -310,3 +310,18 @@ def test_auth_dbname_runs_the_lookup_in_another_database(pgrouter, where):
         c.terminate()
     err = login_error(p, "aq_scram", "wrong", dbname="otherdb")
     assert err.sqlstate == sqlstate("28P01"), err
+
+
+@pytest.mark.pgrouter_only("a per-database auth_query is newer than PgBouncer 1.18")
+@pytest.mark.parametrize("fmt", ["toml", "ini"])
+def test_auth_query_per_database(pgrouter, fmt):
+    """A database's own auth_query wins over the global one for its clients: here the
+    global one names a function that does not exist, testdb's the working lookup."""
+    broken = "SELECT usename, passwd FROM public.no_such_lookup($1)"
+    p = pgrouter({"auth_type": "scram-sha-256", "auth_user": "aq_lookup", "auth_query": broken}, fmt=fmt,
+                 userlist=userlist(aq_lookup=AQ_PASSWORDS["aq_lookup"]),
+                 databases={"testdb": {"auth_query": LOOKUP_QUERY}, "plaindb": {"dbname": "testdb"}})
+    assert_login(p, "aq_scram", AUTH_SASL, dbname="testdb")
+    err = login_error(p, "aq_scram", AQ_PASSWORDS["aq_scram"], dbname="plaindb")
+    assert err.sqlstate == sqlstate("28P01"), err
+    assert "no_such_lookup" in p.log() or helpers.is_pgbouncer()

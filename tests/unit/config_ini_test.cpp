@@ -151,13 +151,15 @@ TEST(IniDatabases, Errors) {
                  "databases.a", 5, "needs cluster or host");
 }
 
-TEST(IniDatabases, UnsupportedParameterIsAWarning) {
-    auto r = load(lines({"[pgbouncer]", "[databases]", "a = host=h auth_query='SELECT 1' server_lifetime=30"}));
+TEST(IniDatabases, AuthQueryPerDatabase) {
+    auto r = load(lines({"[pgbouncer]", "[databases]",
+                         "a = host=h auth_query='SELECT usename, passwd FROM pg_shadow WHERE usename=$1' "
+                         "server_lifetime=30",
+                         "b = host=h"}));
     ASSERT_TRUE(r.ok()) << dump(r);
-    ASSERT_EQ(r.problems.size(), 1u);
-    EXPECT_TRUE(r.problems[0].warning);
-    EXPECT_EQ(r.problems[0].key, "databases.a.auth_query");
-    EXPECT_EQ(r.problems[0].line, 3);
+    EXPECT_TRUE(r.problems.empty()) << dump(r);
+    EXPECT_EQ(r.config->databases.at("a").auth_query, "SELECT usename, passwd FROM pg_shadow WHERE usename=$1");
+    EXPECT_EQ(r.config->databases.at("b").auth_query, "");
 }
 
 TEST(IniDatabases, HostListWithLoadBalancingAndSessionAttrs) {

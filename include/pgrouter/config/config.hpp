@@ -178,6 +178,7 @@ struct DatabaseConfig {  // [databases.X]
     int max_db_client_connections = -1;  // -1 = the global one
     std::string auth_user;
     std::string auth_dbname;          // "" = the global one
+    std::string auth_query;           // "" = the global one
     std::string client_encoding, datestyle, timezone, application_name;  // connect-time params (ini)
     std::string connect_query;        // run once on each new server connection (ini connect_query=)
     // host may be a comma-separated list (PgBouncer 1.17+): new server connections go to
