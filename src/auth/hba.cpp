@@ -217,9 +217,12 @@ bool parse_method(const Field& f, HbaRule& rule, std::string& err) {
     else if (m == "scram-sha-256") rule.method = HbaMethod::scram_sha_256;
     else if (m == "password") rule.method = HbaMethod::password;
     else if (m == "cert") rule.method = HbaMethod::cert;
+    else if (m == "peer") rule.method = HbaMethod::peer;
     else err = "unsupported method " + quoted(m);
     if (err.empty() && rule.method == HbaMethod::cert && rule.type != HbaConnType::hostssl)
         err = "cert authentication is only supported on hostssl connections";
+    if (err.empty() && rule.method == HbaMethod::peer && rule.type != HbaConnType::local)
+        err = "peer authentication is only supported on local sockets";
     return err.empty();
 }
 

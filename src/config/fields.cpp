@@ -172,7 +172,7 @@ struct EnumInfo<PoolMode> {
 template <>
 struct EnumInfo<AuthType> {
     static constexpr auto parse = &parse_auth_type;
-    static constexpr const char* names = "trust, md5, scram-sha-256, hba, cert, plain";
+    static constexpr const char* names = "trust, md5, scram-sha-256, hba, cert, plain, peer";
 };
 template <>
 struct EnumInfo<SslMode> {

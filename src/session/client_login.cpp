@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <pwd.h>
 #include <strings.h>
 #include <unistd.h>
 
@@ -44,7 +45,17 @@ asio::awaitable<bool> read_more(net::Stream& s, std::string& buf, Clock::time_po
     co_return true;
 }
 
-enum Method { kTrust, kReject, kMd5, kScram, kPassword, kCert };
+enum Method { kTrust, kReject, kMd5, kScram, kPassword, kCert, kPeer };
+
+// The name of OS user `uid` (peer authentication); nullopt when unknown.
+std::optional<std::string> os_user_name(long uid) {
+    if (uid < 0) return std::nullopt;
+    passwd pw{}, *found = nullptr;
+    std::vector<char> buf(16384);
+    if (::getpwuid_r(static_cast<uid_t>(uid), &pw, buf.data(), buf.size(), &found) != 0 || !found)
+        return std::nullopt;
+    return std::string(found->pw_name);
+}
 
 // Splits a libpq `options` value into -c name=value pairs (backslash escapes spaces).
 std::optional<std::vector<std::pair<std::string, std::string>>> parse_options(std::string_view opts) {
@@ -229,6 +240,7 @@ asio::awaitable<bool> ClientSession::authenticate(Clock::time_point deadline) {
         case config::AuthType::scram_sha_256: method = kScram; break;
         case config::AuthType::plain: method = kPassword; break;
         case config::AuthType::cert: method = kCert; break;
+        case config::AuthType::peer: method = kPeer; break;
         case config::AuthType::hba: {
             auth::HbaRequest req{client_.is_unix(), client_.is_tls(), database_, user_, client_.peer_ip()};
             auto m = auth::hba_match(snap_->hba, req);
@@ -243,6 +255,7 @@ asio::awaitable<bool> ClientSession::authenticate(Clock::time_point deadline) {
                 case auth::HbaMethod::scram_sha_256: method = kScram; break;
                 case auth::HbaMethod::password: method = kPassword; break;
                 case auth::HbaMethod::cert: method = kCert; break;
+                case auth::HbaMethod::peer: method = kPeer; break;
             }
             break;
         }
@@ -254,6 +267,23 @@ asio::awaitable<bool> ClientSession::authenticate(Clock::time_point deadline) {
         co_return false;
     }
     if (method == kTrust) co_return true;
+    if (method == kPeer) {
+        // The OS user at the other end of a unix socket (SO_PEERCRED) must be the
+        // user the client asks for, as PostgreSQL's and PgBouncer's peer method.
+        auto os_user = client_.is_unix() ? os_user_name(client_.peer_uid()) : std::nullopt;
+        if (!os_user || *os_user != user_) {
+            if (client_.is_unix())
+                spdlog::info("C-{}: peer authentication: OS user {} asked for user \"{}\"", id_,
+                             os_user ? "\"" + *os_user + "\"" : "uid " + std::to_string(client_.peer_uid()),
+                             user_.str());
+            // A named message: GCC 12 destroys a conditional's temporaries too early in co_await.
+            std::string why = client_.is_unix() ? "Peer authentication failed for user \"" + user_.str() + "\""
+                                                : std::string("peer authentication is only supported on unix sockets");
+            co_await fail(sqlstate::invalid_authorization, std::move(why));
+            co_return false;
+        }
+        co_return true;
+    }
     if (method == kCert) {
         if (!client_.is_tls() || !client_.peer_cert_verified() || client_.peer_cert_common_name() != user_) {
             co_await fail(sqlstate::invalid_authorization,

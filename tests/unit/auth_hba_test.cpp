@@ -129,8 +129,16 @@ TEST(AuthHbaParse, CommentsBlankLinesContinuations) {
     EXPECT_EQ(r.rules[3].line, 9);
 }
 
+TEST(AuthHbaParse, PeerOnLocalLinesOnly) {
+    EXPECT_EQ(parse_one("local all all peer").method, HbaMethod::peer);
+    for (const char* line : {"host all all 127.0.0.1/32 peer", "hostssl all all all peer"}) {
+        std::string err = parse_error(line);
+        EXPECT_EQ(err, "line 1: peer authentication is only supported on local sockets") << line;
+    }
+}
+
 TEST(AuthHbaParse, UnsupportedMethods) {
-    for (const char* m : {"peer", "ident", "gss", "sspi", "pam", "ldap", "radius", "bsd", "krb5", "md6"}) {
+    for (const char* m : {"ident", "gss", "sspi", "pam", "ldap", "radius", "bsd", "krb5", "md6"}) {
         std::string err = parse_error(std::string("local all all ") + m);
         EXPECT_TRUE(err.starts_with("line 1: unsupported method")) << err;
     }
@@ -190,7 +198,7 @@ TEST(AuthHbaParse, QuotedPlusAndAtAreNames) {
 TEST(AuthHbaParse, BadLinesAreSkippedWithTheirNumbers) {
     HbaParseResult r = parse_hba(
         "local all all trust\n"         // 1
-        "local all all peer\n"          // 2
+        "local all all ident\n"         // 2
         "host all all \\\n"             // 3
         "  samenet md5\n"               // 4
         "host all all 10.0.0.0/8 md5\n" // 5

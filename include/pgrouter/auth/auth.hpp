@@ -123,7 +123,7 @@ private:
 
 // ---- pg_hba.conf -------------------------------------------------------------
 enum class HbaConnType { local, host, hostssl, hostnossl };
-enum class HbaMethod { trust, reject, md5, scram_sha_256, password, cert };
+enum class HbaMethod { trust, reject, md5, scram_sha_256, password, cert, peer };
 struct HbaRule {
     int line = 0;
     HbaConnType type = HbaConnType::host;
