@@ -143,9 +143,19 @@ std::shared_ptr<const Snapshot> build_snapshot(std::shared_ptr<const config::Con
         for (auto& e : users.errors) errors.push_back(st.auth_file + ": " + e);
         snap->users = std::move(users.users);
     }
+    if (!st.auth_ident_file.empty()) {
+        auto ident = auth::load_ident(st.auth_ident_file);
+        for (auto& e : ident.errors) errors.push_back(st.auth_ident_file + ": " + e);
+        snap->ident = std::move(ident.maps);
+    }
     if (st.auth_type == config::AuthType::hba) {
         auto hba = auth::load_hba(st.auth_hba_file);
         for (auto& e : hba.errors) errors.push_back(st.auth_hba_file + ": " + e);
+        for (auto& rule : hba.rules)
+            if (!rule.map.empty() && !snap->ident.count(rule.map))
+                errors.push_back(st.auth_hba_file + ": line " + std::to_string(rule.line) + ": ident map \"" +
+                                 rule.map + "\" is not in auth_ident_file" +
+                                 (st.auth_ident_file.empty() ? " (none is set)" : " " + st.auth_ident_file));
         snap->hba = std::move(hba.rules);
     }
     auto& tls = cfg->tls;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cctype>
 #include <charconv>
 #include <cstdio>
 #include <system_error>
@@ -243,11 +244,16 @@ std::string parse_record(std::string_view line, int line_no, std::optional<HbaRu
     if (rule.type != HbaConnType::local && !parse_address(fields, idx, rule, err)) return err;
     if (idx >= fields.size()) return "missing authentication method";
     if (!parse_method(fields[idx++], rule, err)) return err;
-    // Options (clientcert=..., ldap settings) do not change the method: accepted, ignored.
+    // Options: map= names an ident map (peer, cert); others (clientcert=..., ldap
+    // settings) do not change the method: accepted, ignored.
     for (; idx < fields.size(); ++idx) {
         const std::string& opt = fields[idx][0].text;
         std::size_t eq = opt.find('=');
         if (eq == std::string::npos || eq == 0) return "invalid authentication option " + quoted(opt);
+        if (opt.compare(0, eq, "map") == 0) {
+            if (eq + 1 == opt.size()) return "empty map name";
+            rule.map = opt.substr(eq + 1);
+        }
     }
     out = std::move(rule);
     return {};
@@ -369,14 +375,80 @@ HbaParseResult load_hba(const std::string& path) {
     return parse_hba(text);
 }
 
-std::optional<HbaMethod> hba_match(const std::vector<HbaRule>& rules, const HbaRequest& req) {
+const HbaRule* hba_match_rule(const std::vector<HbaRule>& rules, const HbaRequest& req) {
     for (const HbaRule& rule : rules) {
         if (!conn_type_matches(rule.type, req)) continue;
         if (rule.type != HbaConnType::local && !address_matches(rule, req)) continue;
         if (!database_matches(rule, req) || !user_matches(rule, req)) continue;
-        return rule.method;
+        return &rule;
     }
-    return std::nullopt;
+    return nullptr;
+}
+
+std::optional<HbaMethod> hba_match(const std::vector<HbaRule>& rules, const HbaRequest& req) {
+    const HbaRule* rule = hba_match_rule(rules, req);
+    if (!rule) return std::nullopt;
+    return rule->method;
+}
+
+IdentParseResult parse_ident(std::string_view text) {
+    IdentParseResult r;
+    int line_no = 0;
+    while (!text.empty()) {
+        ++line_no;
+        auto nl = text.find('\n');
+        std::string_view line = text.substr(0, nl);
+        text.remove_prefix(nl == std::string_view::npos ? text.size() : nl + 1);
+        if (auto hash = line.find('#'); hash != std::string_view::npos) line = line.substr(0, hash);
+        std::vector<std::string> words;
+        std::size_t i = 0;
+        while (i < line.size()) {
+            while (i < line.size() && std::isspace(static_cast<unsigned char>(line[i]))) ++i;
+            std::size_t b = i;
+            while (i < line.size() && !std::isspace(static_cast<unsigned char>(line[i]))) ++i;
+            if (i > b) words.emplace_back(line.substr(b, i - b));
+        }
+        if (words.empty()) continue;
+        auto bad = [&](const std::string& why) { r.errors.push_back("line " + std::to_string(line_no) + ": " + why); };
+        if (words.size() != 3) {
+            bad("expected \"map-name system-username database-username\", got " + std::to_string(words.size()) +
+                " field(s)");
+            continue;
+        }
+        if (words[1].front() == '/') {
+            bad("regular expressions (\"" + words[1] + "\") are not supported");
+            continue;
+        }
+        if (words[2].front() == '+') {
+            bad("group names (\"" + words[2] + "\") are not supported");
+            continue;
+        }
+        r.maps[words[0]].push_back(IdentMapping{words[1], words[2]});
+    }
+    return r;
+}
+
+IdentParseResult load_ident(const std::string& path) {
+    std::string text;
+    std::FILE* f = std::fopen(path.c_str(), "rb");
+    if (!f) {
+        IdentParseResult r;
+        r.errors.push_back("cannot open " + path + ": " + std::generic_category().message(errno));
+        return r;
+    }
+    char buf[8192];
+    std::size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
+    std::fclose(f);
+    return parse_ident(text);
+}
+
+bool ident_allows(const IdentMaps& maps, const std::string& name, std::string_view system_user, std::string_view user) {
+    auto it = maps.find(name);
+    if (it == maps.end()) return false;
+    for (const auto& m : it->second)
+        if (m.system_user == system_user && (m.database_user == "all" || m.database_user == user)) return true;
+    return false;
 }
 
 }  // namespace pgrouter::auth

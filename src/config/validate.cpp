@@ -91,6 +91,7 @@ private:
         TlsSettings& t = cfg_.tls;
         check_file("pgrouter.auth_file", s.auth_file);
         check_file("pgrouter.auth_hba_file", s.auth_hba_file);
+        check_file("pgrouter.auth_ident_file", s.auth_ident_file);
         check_file("tls.client_tls_cert_file", t.client_tls_cert_file);
         check_file("tls.client_tls_key_file", t.client_tls_key_file);
         check_file("tls.client_tls_ca_file", t.client_tls_ca_file);

@@ -234,6 +234,7 @@ asio::awaitable<bool> ClientSession::authenticate(Clock::time_point deadline) {
         client_.peer_uid() == static_cast<long>(::getuid()))
         co_return true;
     int method = kReject;
+    std::string map;  // the matching hba line's ident map (peer, cert)
     switch (st.auth_type) {
         case config::AuthType::trust: method = kTrust; break;
         case config::AuthType::md5: method = kMd5; break;
@@ -243,12 +244,13 @@ asio::awaitable<bool> ClientSession::authenticate(Clock::time_point deadline) {
         case config::AuthType::peer: method = kPeer; break;
         case config::AuthType::hba: {
             auth::HbaRequest req{client_.is_unix(), client_.is_tls(), database_, user_, client_.peer_ip()};
-            auto m = auth::hba_match(snap_->hba, req);
-            if (!m) {
+            const auth::HbaRule* rule = auth::hba_match_rule(snap_->hba, req);
+            if (!rule) {
                 method = kReject;
                 break;
             }
-            switch (*m) {
+            map = rule->map;
+            switch (rule->method) {
                 case auth::HbaMethod::trust: method = kTrust; break;
                 case auth::HbaMethod::reject: method = kReject; break;
                 case auth::HbaMethod::md5: method = kMd5; break;
@@ -271,11 +273,12 @@ asio::awaitable<bool> ClientSession::authenticate(Clock::time_point deadline) {
         // The OS user at the other end of a unix socket (SO_PEERCRED) must be the
         // user the client asks for, as PostgreSQL's and PgBouncer's peer method.
         auto os_user = client_.is_unix() ? os_user_name(client_.peer_uid()) : std::nullopt;
-        if (!os_user || *os_user != user_) {
+        bool allowed = os_user && (map.empty() ? *os_user == user_ : auth::ident_allows(snap_->ident, map, *os_user, user_));
+        if (!allowed) {
             if (client_.is_unix())
-                spdlog::info("C-{}: peer authentication: OS user {} asked for user \"{}\"", id_,
+                spdlog::info("C-{}: peer authentication: OS user {} asked for user \"{}\"{}", id_,
                              os_user ? "\"" + *os_user + "\"" : "uid " + std::to_string(client_.peer_uid()),
-                             user_.str());
+                             user_.str(), map.empty() ? std::string() : " (ident map \"" + map + "\" has no such line)");
             // A named message: GCC 12 destroys a conditional's temporaries too early in co_await.
             std::string why = client_.is_unix() ? "Peer authentication failed for user \"" + user_.str() + "\""
                                                 : std::string("peer authentication is only supported on unix sockets");
@@ -285,7 +288,10 @@ asio::awaitable<bool> ClientSession::authenticate(Clock::time_point deadline) {
         co_return true;
     }
     if (method == kCert) {
-        if (!client_.is_tls() || !client_.peer_cert_verified() || client_.peer_cert_common_name() != user_) {
+        bool named = client_.is_tls() && client_.peer_cert_verified() &&
+                     (map.empty() ? client_.peer_cert_common_name() == user_
+                                  : auth::ident_allows(snap_->ident, map, client_.peer_cert_common_name(), user_));
+        if (!named) {
             co_await fail(sqlstate::invalid_authorization,
                           "certificate authentication failed for user \"" + user_ + "\"");
             co_return false;

@@ -82,3 +82,44 @@ def test_peer_is_refused_on_host_lines(pgrouter):
     with pytest.raises(helpers.StartError) as e:
         p.start()
     assert "peer authentication is only supported on local sockets" in str(e.value), e.value
+
+
+def with_ident_map(pgrouter, hba, ident_lines):
+    p = pgrouter({"auth_type": "hba"}, hba=hba, start=False)
+    (p.dir / "ident.conf").write_text("\n".join(ident_lines) + "\n")
+    p.settings["auth_ident_file"] = str(p.dir / "ident.conf")
+    p.write_config(hba)
+    return p
+
+
+def test_ident_map_lets_an_os_user_log_in_as_listed_users(pgrouter):
+    """auth_ident_file (PgBouncer 1.23+): `peer map=NAME` lets the OS user log in as the
+    database users its map lists ("all" for any)."""
+    p = with_ident_map(pgrouter, ["local all all peer map=apps", "host all all 127.0.0.1/32 md5"],
+                       ["# map  system  database", f"apps {me()} app_md5", "apps somebody_else all"]).start()
+    c = unix_connect(p, "app_md5")  # the server login uses app_md5's password from auth_file
+    try:
+        assert one(c, "SELECT current_user") == "app_md5"
+    finally:
+        c.close()
+    with pytest.raises(psycopg2.OperationalError) as e:
+        unix_connect(p, "app_scram")  # not in the map for this OS user
+    assert 'Peer authentication failed for user "app_scram"' in str(e.value), e.value
+    assert 'ident map "apps" has no such line' in p.log()
+    with pytest.raises(psycopg2.OperationalError):
+        unix_connect(p, me())  # with a map, the OS user's own name is not implied
+
+
+def test_unknown_ident_map_stops_the_start_and_a_reload(pgrouter):
+    p = with_ident_map(pgrouter, ["local all all peer map=nosuch"], ["apps root app_md5"])
+    with pytest.raises(helpers.StartError) as e:
+        p.start()
+    assert 'ident map "nosuch" is not in auth_ident_file' in str(e.value), e.value
+    # A running pgrouter keeps its configuration when a RELOAD brings such a line.
+    good = ["local all all peer map=apps", "host all all 127.0.0.1/32 md5"]
+    q = with_ident_map(pgrouter, good, [f"apps {me()} app_md5"]).start()
+    (q.dir / "hba.conf").write_text("local all all peer map=nosuch\nhost all all 127.0.0.1/32 md5\n")
+    with pytest.raises(psycopg2.Error):
+        q.admin("RELOAD")
+    c = unix_connect(q, "app_md5")
+    c.close()

@@ -313,6 +313,26 @@ def test_cert_auth(pgrouter, certs, mode):
         assert cur.fetchone()[0] == "app_md5"
 
 
+@pytest.mark.pgrouter_only("auth_ident_file is PgBouncer 1.23+ (the Debian PgBouncer is 1.18)")
+def test_cert_auth_with_an_ident_map(pgrouter, certs):
+    """`cert map=NAME`: the certificate's CN may log in as the users map NAME lists for it."""
+    hba = ["hostssl all all 127.0.0.1/32 cert map=certs"]
+    p = pgrouter({"auth_type": "hba"}, tls=client_tls(certs, "verify-full"), hba=hba, start=False)
+    (p.dir / "ident.conf").write_text("certs app_md5 app_scram\n")
+    p.settings["auth_ident_file"] = str(p.dir / "ident.conf")
+    p.write_config(hba)
+    p.start()
+    c = tls_login(p, "app_scram", None, cert=certs.client_md5_crt, key=certs.client_md5_key)
+    try:
+        assert c.auth_requests == [AUTH_OK], c.auth_requests
+        assert c.scalar("SELECT current_user") == "app_scram"
+    finally:
+        c.terminate()
+    # The map does not list the CN's own name: with a map, it is not implied.
+    err = refused(lambda: tls_login(p, "app_md5", None, cert=certs.client_md5_crt, key=certs.client_md5_key))
+    assert_refused_28000(err)
+
+
 @pytest.mark.parametrize("mode", CERT_MODES)
 def test_cert_auth_wrong_cn(pgrouter, certs, mode):
     p = pgrouter({"auth_type": "cert"}, tls=client_tls(certs, mode))

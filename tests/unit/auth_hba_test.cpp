@@ -440,3 +440,44 @@ TEST(AuthHbaMatch, Matrix) {
 
 }  // namespace
 }  // namespace pgrouter::auth
+
+namespace pgrouter::auth {
+
+// ---- auth_ident_file -----------------------------------------------------------------
+
+TEST(AuthIdent, ParseAndAllow) {
+    auto r = pgrouter::auth::parse_ident(
+        "# map   system   database\n"
+        "omicron  robert  bob   # trailing comment\n"
+        "\n"
+        "omicron  ann     all\n"
+        "certs    web.example.com  web\n");
+    EXPECT_TRUE(r.errors.empty());
+    ASSERT_EQ(r.maps.size(), 2u);
+    using pgrouter::auth::ident_allows;
+    EXPECT_TRUE(ident_allows(r.maps, "omicron", "robert", "bob"));
+    EXPECT_FALSE(ident_allows(r.maps, "omicron", "robert", "ann"));
+    EXPECT_TRUE(ident_allows(r.maps, "omicron", "ann", "anyone"));
+    EXPECT_FALSE(ident_allows(r.maps, "omicron", "bob", "bob"));  // the system name must be listed
+    EXPECT_TRUE(ident_allows(r.maps, "certs", "web.example.com", "web"));
+    EXPECT_FALSE(ident_allows(r.maps, "nomap", "robert", "bob"));
+}
+
+TEST(AuthIdent, Errors) {
+    auto r = pgrouter::auth::parse_ident("a b\nm /^(.*)$ \\1\nm x +group\nm x y z\nok x y\n");
+    ASSERT_EQ(r.errors.size(), 4u);
+    EXPECT_TRUE(r.errors[0].starts_with("line 1: expected")) << r.errors[0];
+    EXPECT_TRUE(r.errors[1].starts_with("line 2: regular expressions")) << r.errors[1];
+    EXPECT_TRUE(r.errors[2].starts_with("line 3: group names")) << r.errors[2];
+    EXPECT_TRUE(r.errors[3].starts_with("line 4: expected")) << r.errors[3];
+    EXPECT_EQ(r.maps.size(), 1u);
+}
+
+TEST(AuthHbaParse, MapOption) {
+    EXPECT_EQ(parse_one("local all all peer map=omicron").map, "omicron");
+    EXPECT_EQ(parse_one("hostssl all all all cert clientcert=verify-full map=certs").map, "certs");
+    EXPECT_EQ(parse_one("local all all peer").map, "");
+    EXPECT_EQ(parse_error("local all all peer map="), "line 1: empty map name");
+}
+
+}  // namespace pgrouter::auth

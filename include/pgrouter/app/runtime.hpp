@@ -44,6 +44,7 @@ struct Snapshot {
     std::shared_ptr<const config::Config> config;
     std::map<std::string, auth::Credential> users;  // auth_file
     std::vector<auth::HbaRule> hba;
+    auth::IdentMaps ident;  // auth_ident_file
     std::shared_ptr<asio::ssl::context> client_tls;  // null when client TLS is disabled
     std::shared_ptr<asio::ssl::context> server_tls;  // null when server TLS is disabled
     net::TcpTuning tcp;                              // tcp_keepalive, tcp_keep*, tcp_user_timeout

@@ -138,6 +138,7 @@ struct HbaRule {
     bool is_v6 = false;
     bool any_addr = false;  // "all"
     HbaMethod method = HbaMethod::reject;
+    std::string map;  // map= option (peer, cert): an ident map of auth_ident_file; "" = none
 };
 struct HbaParseResult {
     std::vector<HbaRule> rules;
@@ -153,5 +154,22 @@ struct HbaRequest {
 };
 // First matching rule's method; nullopt = no rule matched (reject).
 std::optional<HbaMethod> hba_match(const std::vector<HbaRule>& rules, const HbaRequest& req);
+// The first matching rule itself; null = none.
+const HbaRule* hba_match_rule(const std::vector<HbaRule>& rules, const HbaRequest& req);
+
+// ---- auth_ident_file (PgBouncer 1.23+): "map-name system-user database-user" lines ----
+struct IdentMapping {
+    std::string system_user;    // the OS user (peer) or a certificate name (cert), literally
+    std::string database_user;  // a user name, or "all"
+};
+using IdentMaps = std::map<std::string, std::vector<IdentMapping>>;
+struct IdentParseResult {
+    IdentMaps maps;
+    std::vector<std::string> errors;  // "line N: reason"
+};
+IdentParseResult parse_ident(std::string_view text);
+IdentParseResult load_ident(const std::string& path);
+// Map `name` lets `system_user` log in as `user`.
+bool ident_allows(const IdentMaps& maps, const std::string& name, std::string_view system_user, std::string_view user);
 
 }  // namespace pgrouter::auth

@@ -43,6 +43,7 @@ struct Settings {  // [pgrouter]
     AuthType auth_type = AuthType::scram_sha_256;
     std::string auth_file;
     std::string auth_hba_file;
+    std::string auth_ident_file;  // ident maps for map= in auth_hba_file (peer, cert)
     std::string auth_user;
     std::string auth_query = "SELECT usename, passwd FROM pg_shadow WHERE usename=$1";
     std::string auth_dbname;  // database (of [databases]) auth_query runs in; "" = the client's
