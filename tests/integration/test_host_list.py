@@ -41,6 +41,11 @@ def test_round_robin_over_a_host_list(pgrouter, pg):
     p = pgrouter({"default_pool_size": 4}, databases={"testdb": {"host": f"{pg.host},{pg.dir}"}})
     where = sorted(r[1] for r in servers_used(p, 4))
     assert where == ["127.0.0.1", "127.0.0.1", "unix", "unix"], where
+    # The console shows the list as configured, and each server's own address.
+    dbs = {r[0]: r for r in p.admin("SHOW DATABASES")}
+    assert dbs["testdb"][1] == f"{pg.host},{pg.dir}", dbs["testdb"]
+    addrs = sorted(str(r[4]) for r in p.admin("SHOW SERVERS") if r[2] == "testdb")
+    assert len(addrs) == 4 and addrs.count("127.0.0.1") == 2, addrs
 
 
 @pytest.mark.pgrouter_only("PgBouncer 1.18 fails the connections that land on a dead entry (its docs: every "
