@@ -353,26 +353,38 @@ HbaParseResult parse_hba(std::string_view text) {
     return result;
 }
 
-HbaParseResult load_hba(const std::string& path) {
+namespace {
+// The whole file, or nullopt with `err` set ("cannot read PATH: reason").
+std::optional<std::string> read_text_file(const std::string& path, std::string& err) {
     std::FILE* f = std::fopen(path.c_str(), "rb");
     if (!f) {
-        HbaParseResult r;
-        r.errors.push_back("cannot read " + path + ": " + std::generic_category().message(errno));
-        return r;
+        err = "cannot read " + path + ": " + std::generic_category().message(errno);
+        return std::nullopt;
     }
     std::string text;
     char buf[8192];
     std::size_t n;
     while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
     bool failed = std::ferror(f) != 0;
-    int err = errno;
+    int code = errno;
     std::fclose(f);
     if (failed) {
+        err = "cannot read " + path + ": " + std::generic_category().message(code);
+        return std::nullopt;
+    }
+    return text;
+}
+}  // namespace
+
+HbaParseResult load_hba(const std::string& path) {
+    std::string err;
+    auto text = read_text_file(path, err);
+    if (!text) {
         HbaParseResult r;
-        r.errors.push_back("cannot read " + path + ": " + std::generic_category().message(err));
+        r.errors.push_back(err);
         return r;
     }
-    return parse_hba(text);
+    return parse_hba(*text);
 }
 
 const HbaRule* hba_match_rule(const std::vector<HbaRule>& rules, const HbaRequest& req) {
@@ -429,18 +441,14 @@ IdentParseResult parse_ident(std::string_view text) {
 }
 
 IdentParseResult load_ident(const std::string& path) {
-    std::string text;
-    std::FILE* f = std::fopen(path.c_str(), "rb");
-    if (!f) {
+    std::string err;
+    auto text = read_text_file(path, err);
+    if (!text) {
         IdentParseResult r;
-        r.errors.push_back("cannot open " + path + ": " + std::generic_category().message(errno));
+        r.errors.push_back(err);
         return r;
     }
-    char buf[8192];
-    std::size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
-    std::fclose(f);
-    return parse_ident(text);
+    return parse_ident(*text);
 }
 
 bool ident_allows(const IdentMaps& maps, const std::string& name, std::string_view system_user, std::string_view user) {
