@@ -218,7 +218,7 @@ BackendScanner::Result BackendScanner::scan(const char* data, std::size_t n) {
         }
         type_ = h.header.type;
         remaining_ = h.header.body_size();
-        collect_ = type_ == 'Z' || type_ == 'S';
+        collect_ = type_ == 'Z' || type_ == 'S' || (watch_ && type_ == 'C' && remaining_ <= 32);
         body_.clear();
         if (type_ == 'G' || type_ == 'W') r.copy_in = true;
         if (remaining_ == 0) on_body_complete(r, static_cast<long>(i));
@@ -228,6 +228,11 @@ BackendScanner::Result BackendScanner::scan(const char* data, std::size_t n) {
 
 void BackendScanner::on_body_complete(Result& r, long end) {
     if (watch_ && (type_ == '1' || type_ == '3' || type_ == 'Z')) r.events.push_back({type_, msg_begin_, end});
+    if (watch_ && type_ == 'C' && collect_) {
+        std::string_view tag(body_);
+        if (!tag.empty() && tag.back() == '\0') tag.remove_suffix(1);
+        if (tag == "DISCARD ALL" || tag == "DEALLOCATE ALL") r.events.push_back({'X', msg_begin_, end});
+    }
     if (type_ == 'Z') {
         ++r.ready_for_query;
         r.txn_status = body_.empty() ? 'I' : body_[0];

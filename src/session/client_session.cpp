@@ -821,6 +821,20 @@ std::vector<std::pair<long, long>> ClientSession::track_statements(const protoco
             expire();
             continue;
         }
+        if (ev.type == 'X') {
+            // DISCARD ALL / DEALLOCATE ALL ran: the server holds no prepared statement,
+            // and this client's own are gone (as PostgreSQL says). With statement
+            // messages already sent behind it, what exists is not known: closed at release.
+            expire();
+            if (!server_) continue;
+            if (expect.empty()) {
+                server_->prepared().clear();
+                if (statements_) statements_->clear();
+            } else {
+                server_->mark_broken();
+            }
+            continue;
+        }
         expire();
         if (!expect.empty() && expect.front().type == ev.type) {
             if (expect.front().hide) drops.emplace_back(ev.begin, ev.end);

@@ -283,6 +283,45 @@ def test_extended_named_statements_transaction_mode(pgrouter, pg):
         b.terminate()
 
 
+@pytest.mark.pgrouter_only("protocol-level named prepared statements in transaction mode "
+                           "(max_prepared_statements; PgBouncer 1.21+, not 1.18)")
+@pytest.mark.parametrize("command", ["DISCARD ALL", "DEALLOCATE ALL", "discard all;"])
+def test_named_statements_survive_another_clients_discard_all(pgrouter, command):
+    """A client's DISCARD ALL / DEALLOCATE ALL empties the shared server of the
+    statements the pooler prepared there for every client (application-side pools such
+    as Npgsql send DISCARD ALL when a connection goes back): the pooler must forget
+    them and prepare them again on next use, not Bind a statement that is gone."""
+    p = pgrouter({"pool_mode": "transaction", "default_pool_size": 1})
+    a, b = p.wire(), p.wire()
+    try:
+        b.send(parse_msg("SELECT 'b:' || $1::text", name="st") + sync_msg())
+        assert b.read_until_ready().types() == "1Z"
+        b.send(bind_msg(("0",), stmt="st") + execute_msg() + sync_msg())
+        assert b.read_until_ready().rows == [["b:0"]]
+        r = a.query(command)
+        assert r.error is None, r.error
+        for i in range(1, 4):
+            b.send(bind_msg((str(i),), stmt="st") + execute_msg() + sync_msg())
+            r = b.read_until_ready()
+            assert r.error is None and r.rows == [[f"b:{i}"]], (r.types(), r.error)
+            assert a.query("SELECT 1").rows == [["1"]]
+        # The server that ran it stayed in use: forgetting is enough, nothing was closed.
+        assert len({a.scalar("SELECT pg_backend_pid()"), b.scalar("SELECT pg_backend_pid()")}) == 1
+        # The client's own DISCARD ALL ends its own statements, as on PostgreSQL...
+        assert b.query(command).error is None
+        b.send(bind_msg(("9",), stmt="st") + execute_msg() + sync_msg())
+        r = b.read_until_ready()
+        assert r.error and r.error.sqlstate == "26000" and '"st"' in str(r.error), (r.types(), r.error)
+        # ... and it can prepare it again.
+        b.send(parse_msg("SELECT 'b2:' || $1::text", name="st") + bind_msg(("9",), stmt="st") + execute_msg()
+               + sync_msg())
+        r = b.read_until_ready()
+        assert r.error is None and r.rows == [["b2:9"]], (r.types(), r.error)
+    finally:
+        a.terminate()
+        b.terminate()
+
+
 PGBENCH_SCRIPT = """\
 \\set a random(1, 100000)
 SELECT :a::int + 1;

@@ -285,6 +285,31 @@ TEST(BackendScanner, SameAnswerAtEverySplitPoint) {
     }
 }
 
+TEST(BackendScanner, DiscardAllAndDeallocateAllAreEventsAtEverySplitPoint) {
+    std::string s;
+    write_command_complete(s, "SELECT 1");
+    write_command_complete(s, "DISCARD ALL");
+    write_ready_for_query(s, 'I');
+    write_command_complete(s, "DEALLOCATE");  // one statement by name: not ours to track
+    write_command_complete(s, "DEALLOCATE ALL");
+    write_ready_for_query(s, 'I');
+    for (std::size_t cut = 0; cut <= s.size(); ++cut) {
+        for (bool watch : {true, false}) {
+            BackendScanner sc;
+            sc.set_watch(watch);
+            std::string events;
+            std::size_t at = 0;
+            for (std::size_t end : {cut, s.size()}) {
+                auto r = sc.scan(s.data() + at, end - at);
+                EXPECT_FALSE(r.error);
+                for (auto& ev : r.events) events.push_back(ev.type);
+                at = end;
+            }
+            EXPECT_EQ(events, watch ? "XZXZ" : "") << cut;
+        }
+    }
+}
+
 TEST(Prepared, RenameAndGlobalNames) {
     auto p1 = parse("a", "SELECT $1::int");
     auto p2 = parse("b", "SELECT $1::int");

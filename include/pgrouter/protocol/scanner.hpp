@@ -87,7 +87,9 @@ public:
         std::vector<std::pair<std::string, std::string>> params;  // ParameterStatus seen
         bool copy_in = false;        // CopyInResponse / CopyBothResponse seen
         // Watch mode only: ParseComplete, CloseComplete and ReadyForQuery in order,
-        // with their place in the chunk (begin < 0: the header began in earlier chunks).
+        // with their place in the chunk (begin < 0: the header began in earlier chunks),
+        // and 'X' for a CommandComplete of DISCARD ALL or DEALLOCATE ALL (the server
+        // dropped every prepared statement).
         struct Event {
             char type;
             long begin, end;
@@ -120,7 +122,7 @@ private:
     char hdr_[5]{};
     int hdr_len_ = 0;
     char type_ = 0;
-    bool collect_ = false;  // keep the body of this message (Z, S)
+    bool collect_ = false;  // keep the body of this message (Z, S; short C in watch mode)
     std::string body_;
 };
 
