@@ -218,7 +218,8 @@ BackendScanner::Result BackendScanner::scan(const char* data, std::size_t n) {
         }
         type_ = h.header.type;
         remaining_ = h.header.body_size();
-        collect_ = type_ == 'Z' || type_ == 'S' || (watch_ && type_ == 'C' && remaining_ <= 32);
+        // CommandComplete: only a tag the length of "DISCARD ALL" or "DEALLOCATE ALL" (NUL included).
+        collect_ = type_ == 'Z' || type_ == 'S' || (watch_ && type_ == 'C' && (remaining_ == 12 || remaining_ == 15));
         body_.clear();
         if (type_ == 'G' || type_ == 'W') r.copy_in = true;
         if (remaining_ == 0) on_body_complete(r, static_cast<long>(i));

@@ -122,7 +122,7 @@ private:
     char hdr_[5]{};
     int hdr_len_ = 0;
     char type_ = 0;
-    bool collect_ = false;  // keep the body of this message (Z, S; short C in watch mode)
+    bool collect_ = false;  // keep the body of this message (Z, S; in watch mode a C that may be DISCARD/DEALLOCATE ALL)
     std::string body_;
 };
 
