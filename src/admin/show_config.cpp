@@ -54,7 +54,7 @@ const std::vector<Key>& keys() {
             SETTING(unix_socket_group, false),     SETTING(listen_backlog, false),
             SETTING(log_stats, true),              SETTING(log_pooler_errors, true),
             SETTING(auth_type, true),              SETTING(auth_file, true),
-            SETTING(auth_hba_file, true),          SETTING(auth_user, true),
+            SETTING(auth_hba_file, true),          SETTING(auth_ident_file, true),         SETTING(auth_user, true),
             SETTING(auth_query, true),             SETTING(auth_dbname, true),             SETTING(admin_users, true),
             SETTING(stats_users, true),            SETTING(pool_mode, true),
             SETTING(default_pool_size, true),      SETTING(min_pool_size, true),

@@ -108,6 +108,7 @@ def test_ident_map_lets_an_os_user_log_in_as_listed_users(pgrouter):
     assert 'ident map "apps" has no such line' in p.log()
     with pytest.raises(psycopg2.OperationalError):
         unix_connect(p, me())  # with a map, the OS user's own name is not implied
+    assert {r[0]: r[1] for r in p.admin("SHOW CONFIG")}["auth_ident_file"] == str(p.dir / "ident.conf")
 
 
 def test_unknown_ident_map_stops_the_start_and_a_reload(pgrouter):
