@@ -64,6 +64,7 @@ const std::vector<Key>& keys() {
             SETTING(max_packet_size, true),        SETTING(scram_iterations, true),
             SETTING(max_db_client_connections, true), SETTING(max_user_client_connections, true),
             SETTING(transaction_timeout, true),    SETTING(query_wait_notify, true),
+            SETTING(login_notify_message, true),
             SETTING(server_reset_query, true),     SETTING(server_reset_query_always, true),
             SETTING(server_check_query, true),     SETTING(server_check_delay, true),
             SETTING(server_round_robin, true),     SETTING(server_fast_close, true),

@@ -460,6 +460,7 @@ constexpr Field<Settings> settings_fields[] = {
     {"idle_transaction_timeout", seconds_field<&S::idle_transaction_timeout>},
     {"transaction_timeout", seconds_field<&S::transaction_timeout>},
     {"query_wait_notify", seconds_field<&S::query_wait_notify>},
+    {"login_notify_message", string_field<&S::login_notify_message>},
     {"shutdown_timeout", seconds_field<&S::shutdown_timeout>},
     {"autodb_idle_timeout", seconds_field<&S::autodb_idle_timeout>},
     // The kernel's limits (MAX_TCP_KEEPCNT, MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL).

@@ -634,6 +634,8 @@ asio::awaitable<bool> ClientSession::attach(Clock::time_point deadline) {
     auto key = auth::random_bytes(4);
     std::memcpy(&cancel_key_, key.data(), 4);
     proto::write_backend_key_data(out, static_cast<std::uint32_t>(id_), cancel_key_);
+    if (!st.login_notify_message.empty())
+        proto::write_notice_response(out, "00000", st.login_notify_message);
     proto::write_ready_for_query(out, 'I');
     registered_cancel_ = true;
     co_await send(out);

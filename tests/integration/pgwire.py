@@ -173,6 +173,7 @@ class WireClient:
         self.backend_key = None
         self.negotiate = None
         self.auth_requests = []   # authentication request codes seen during login
+        self.login_notices = []   # NoticeResponse fields seen during login
 
     # -- raw I/O -------------------------------------------------------------
 
@@ -304,7 +305,7 @@ class WireClient:
             elif t == b"K":
                 self.backend_key = struct.unpack("!II", payload[:8])
             elif t == b"N":
-                pass
+                self.login_notices.append(parse_fields(payload))
             elif t == b"Z":
                 return self
             else:

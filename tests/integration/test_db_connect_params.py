@@ -197,3 +197,24 @@ def test_server_reset_query_always_with_protocol_prepared_statements(pgrouter):
     finally:
         c.close()
         other.close()
+
+
+@pytest.mark.pgrouter_only("login_notify_message is PgBouncer 1.24+ (the Debian PgBouncer is 1.18)")
+@pytest.mark.parametrize("fmt", ["toml", "ini"])
+def test_login_notify_message(pgrouter, fmt):
+    text = "You are connected through pgrouter, not PostgreSQL directly"
+    p = pgrouter({"login_notify_message": text}, fmt=fmt)
+    c = p.wire()
+    try:
+        assert [(n.get("S"), n.get("C"), n.get("M")) for n in c.login_notices] == [("NOTICE", "00000", text)]
+        assert c.query("SELECT 1").notices == []  # once, at login
+    finally:
+        c.close()
+    r = p.psql("-c", "SELECT 1")  # libpq shows it to the user
+    assert r.returncode == 0 and f"NOTICE:  {text}" in r.stderr, r.stderr
+    quiet = pgrouter({})
+    c = quiet.wire()
+    try:
+        assert c.login_notices == []
+    finally:
+        c.close()

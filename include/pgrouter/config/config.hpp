@@ -79,6 +79,7 @@ struct Settings {  // [pgrouter]
     double idle_transaction_timeout = 0.0;
     double transaction_timeout = 0.0;     // a transaction (or a lone query) longer than this ends the session
     double query_wait_notify = 5.0;       // a NOTICE to a client queued this long for a server; 0 = none
+    std::string login_notify_message;     // a NOTICE sent to every client at login; "" = none
     double shutdown_timeout = 30.0;
     double autodb_idle_timeout = 3600.0;  // pools made through the "*" database, unused this long, are freed; 0 = never
     // TCP keepalive and TCP_USER_TIMEOUT on client and server TCP connections, as
