@@ -116,23 +116,33 @@ struct App::Impl {
 
     // Pools nobody uses any more are freed: those of databases served through "*" (not
     // named in the configuration, not paused) after autodb_idle_timeout without a
-    // client, and those of databases a RELOAD removed once their last client left.
+    // client, those of databases a RELOAD removed once their last client left, and any
+    // other pool without clients and servers for pool_idle_timeout.
     void free_unused_pools(std::chrono::steady_clock::time_point now) {
         auto snap = rt.snapshot();
         auto& cfg = *snap->config;
+        auto& st = cfg.settings;
+        auto autodb = [&](const pool::Pool& p) {
+            return !cfg.databases.contains(p.database()) && cfg.fallback_database && st.autodb_idle_timeout > 0;
+        };
         auto limit = [&](const pool::Pool& p) -> double {
-            if (!p.backend().empty() || cfg.databases.contains(p.database()) || rt.is_paused(p.database()))
-                return -1;
-            if (!cfg.fallback_database) return 0;  // removed from the configuration
-            return cfg.settings.autodb_idle_timeout > 0 ? cfg.settings.autodb_idle_timeout : -1;
+            if (!p.backend().empty() || rt.is_paused(p.database())) return -1;
+            if (!cfg.databases.contains(p.database()) && !cfg.fallback_database) return 0;  // removed
+            if (autodb(p)) return st.autodb_idle_timeout;
+            // pool_idle_timeout counts only while the pool has no server either (its
+            // idle servers go by server_idle_timeout, or are kept by min_pool_size).
+            return st.pool_idle_timeout > 0 && p.counts().total == 0 ? st.pool_idle_timeout : -1;
         };
         for (auto& p : rt.pools->free_unused(now, limit)) {
-            if (cfg.fallback_database)
-                spdlog::info("pool {}/{} freed: unused for autodb_idle_timeout ({} s)", p->database(), p->user(),
-                             cfg.settings.autodb_idle_timeout);
-            else
+            if (!cfg.databases.contains(p->database()) && !cfg.fallback_database)
                 spdlog::info("pool {}/{} freed: its database was removed from the configuration", p->database(),
                              p->user());
+            else if (autodb(*p))
+                spdlog::info("pool {}/{} freed: unused for autodb_idle_timeout ({} s)", p->database(), p->user(),
+                             st.autodb_idle_timeout);
+            else
+                spdlog::info("pool {}/{} freed: no client and no server for pool_idle_timeout ({} s)", p->database(),
+                             p->user(), st.pool_idle_timeout);
         }
     }
 

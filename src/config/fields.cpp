@@ -463,6 +463,7 @@ constexpr Field<Settings> settings_fields[] = {
     {"login_notify_message", string_field<&S::login_notify_message>},
     {"shutdown_timeout", seconds_field<&S::shutdown_timeout>},
     {"autodb_idle_timeout", seconds_field<&S::autodb_idle_timeout>},
+    {"pool_idle_timeout", seconds_field<&S::pool_idle_timeout>},
     // The kernel's limits (MAX_TCP_KEEPCNT, MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL).
     {"tcp_keepalive", bool_field<&S::tcp_keepalive>},
     {"tcp_keepcnt", int_field<&S::tcp_keepcnt, 0, 127>},

@@ -145,3 +145,35 @@ def test_pool_of_removed_database_is_freed_when_its_last_client_leaves(pgrouter,
     wait_until(lambda: pg.backends(USER, a) == 0, 10, "its servers closed")
     assert "its database was removed from the configuration" in p.log()
     assert use(p, helpers.DEFAULT_DB) == helpers.DEFAULT_DB  # the others go on
+
+
+@pytest.mark.pgrouter_only("pool_idle_timeout is newer than PgBouncer 1.18")
+def test_pool_idle_timeout_frees_pools_without_clients_and_servers(pgrouter, pg):
+    """pool_idle_timeout frees any pool (named databases too) that has had no client and
+    no server for that long: the idle server first goes by server_idle_timeout, then
+    the pool. A connected client, or a server min_pool_size keeps, keeps the pool."""
+    p = pgrouter({"pool_idle_timeout": 1, "server_idle_timeout": 1},
+                 databases={helpers.DEFAULT_DB: {}})
+    assert use(p, helpers.DEFAULT_DB) == helpers.DEFAULT_DB
+    keeper = p.connect(user="app_scram")  # another pool, kept by its idle client
+    try:
+        keeper.cursor().execute("SELECT 1")
+        assert pooled(p, helpers.DEFAULT_DB)
+        wait_until(lambda: not pooled(p, helpers.DEFAULT_DB), 15, "the unused pool freed")
+        assert pg.backends(USER, helpers.DEFAULT_DB) == 0, "its server went first"
+        assert "freed: no client and no server for pool_idle_timeout" in p.log()
+        assert any(r["user"] == "app_scram" for r in show(p, "POOLS")), "a connected client keeps its pool"
+        assert use(p, helpers.DEFAULT_DB) == helpers.DEFAULT_DB  # made again on demand
+    finally:
+        keeper.close()
+    # min_pool_size keeps a server, so the pool is never empty: it stays.
+    q = pgrouter({"pool_idle_timeout": 1, "server_idle_timeout": 1, "min_pool_size": 1},
+                 databases={helpers.DEFAULT_DB: {}})
+    assert use(q, helpers.DEFAULT_DB) == helpers.DEFAULT_DB
+    time.sleep(3.5)
+    assert pooled(q, helpers.DEFAULT_DB)
+    # Off by default.
+    r = pgrouter({"server_idle_timeout": 1}, databases={helpers.DEFAULT_DB: {}})
+    assert use(r, helpers.DEFAULT_DB) == helpers.DEFAULT_DB
+    time.sleep(3.5)
+    assert pooled(r, helpers.DEFAULT_DB)

@@ -82,6 +82,7 @@ struct Settings {  // [pgrouter]
     std::string login_notify_message;     // a NOTICE sent to every client at login; "" = none
     double shutdown_timeout = 30.0;
     double autodb_idle_timeout = 3600.0;  // pools made through the "*" database, unused this long, are freed; 0 = never
+    double pool_idle_timeout = 0;         // a pool without clients and servers this long is freed; 0 = never
     // TCP keepalive and TCP_USER_TIMEOUT on client and server TCP connections, as
     // PgBouncer's tcp_* keys; 0 = the operating system's default.
     bool tcp_keepalive = true;
