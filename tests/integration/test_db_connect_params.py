@@ -218,3 +218,32 @@ def test_login_notify_message(pgrouter, fmt):
         assert c.login_notices == []
     finally:
         c.close()
+
+
+def test_server_reset_query_always_under_load(pgrouter, tmp_path):
+    """Many clients over two servers, each release reset before the next client gets the
+    server: pgbench (simple and extended) finishes every transaction without an error, and
+    a SET one client leaves behind is never seen by another."""
+    p = pgrouter({"default_pool_size": 2, "pool_mode": "transaction", "server_reset_query": "DISCARD ALL",
+                  "server_reset_query_always": True})
+    script = tmp_path / "leak.sql"
+    # Each statement is a transaction of its own: the first fails (division by zero) if
+    # the server still holds what the second left there for any client.
+    script.write_text("SELECT 1/(CASE WHEN coalesce(current_setting('pgrouter_test.who', true), '') = '' "
+                      "THEN 1 ELSE 0 END);\n"
+                      "SELECT set_config('pgrouter_test.who', :client_id::text, false);\n")
+    for mode in ("simple", "extended"):
+        r = p.pgbench("-n", "-M", mode, "-c", "8", "-j", "2", "-t", "100", "-f", str(script), timeout=120)
+        assert r.returncode == 0, f"pgbench -M {mode}:\n{r.stdout}\n{r.stderr}"
+        assert "number of transactions actually processed: 800/800" in r.stdout, r.stdout
+    # Without the reset the same script trips over what clients leave behind.
+    q = pgrouter({"default_pool_size": 2, "pool_mode": "transaction", "server_reset_query": "DISCARD ALL"})
+    r = q.pgbench("-n", "-c", "8", "-j", "2", "-t", "100", "-f", str(script), timeout=120)
+    assert r.returncode != 0 and "division by zero" in r.stderr, (r.returncode, r.stderr[-500:])
+    # The reset ran between clients: a fresh client finds nothing another one SET.
+    c = p.wire()
+    try:
+        r = c.query("SELECT coalesce(current_setting('pgrouter_test.who', true), '')")
+        assert r.rows == [[""]], r.rows
+    finally:
+        c.close()
