@@ -67,7 +67,7 @@ asio::awaitable<void> show_pools(Context& ctx, const Command& cmd) {
         auto& [database, user] = key;
         PoolCounts pc;
         for (auto& c : census.clients) {
-            if (c.admin || c.info.database != database || c.info.user != user) continue;
+            if (c.admin || c.info.database != database || c.info.pool_user != user) continue;
             if (std::strcmp(c.info.state, "waiting") == 0) {
                 ++pc.cl_waiting;
                 pc.max_wait = std::max(pc.max_wait, c.info.wait_seconds);

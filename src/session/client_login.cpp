@@ -231,8 +231,32 @@ asio::awaitable<bool> ClientSession::authenticate(Clock::time_point deadline) {
 
     // PgBouncer's rule: our own OS user on the unix socket may open the console as pgbouncer.
     if (admin::is_admin_database(database_) && user_ == "pgbouncer" && client_.is_unix() &&
-        client_.peer_uid() == static_cast<long>(::getuid()))
+        client_.peer_uid() == static_cast<long>(::getuid())) {
+        login_->console_admin = true;
         co_return true;
+    }
+    if (st.auth_type == config::AuthType::any) {
+        // PgBouncer's "any": no authentication and the user name given is ignored. Every
+        // database logs in as its forced user. Anyone may open the console as pgbouncer:
+        // a name in admin_users with full rights, any other for SHOW (as PgBouncer).
+        if (admin::is_admin_database(database_)) {
+            auto& admins = st.admin_users;
+            login_->console_admin = std::find(admins.begin(), admins.end(), user_) != admins.end();
+            login_->console_any_user = true;
+            user_ = "pgbouncer";
+            co_return true;
+        }
+        auto db = resolve_database(*snap_->config, database_);
+        if (!db) co_return true;  // attach answers 3D000
+        if (db->user.empty()) {
+            spdlog::warn("C-{}: auth_type any needs user= on database \"{}\"", id_, database_.str());
+            co_await fail(sqlstate::invalid_authorization,
+                          "auth_type \"any\" requires a forced user, and database \"" + database_ + "\" has none");
+            co_return false;
+        }
+        user_ = db->user;
+        co_return true;
+    }
     int method = kReject;
     std::string map;  // the matching hba line's ident map (peer, cert)
     switch (st.auth_type) {
@@ -242,6 +266,7 @@ asio::awaitable<bool> ClientSession::authenticate(Clock::time_point deadline) {
         case config::AuthType::plain: method = kPassword; break;
         case config::AuthType::cert: method = kCert; break;
         case config::AuthType::peer: method = kPeer; break;
+        case config::AuthType::any: method = kTrust; break;  // handled above
         case config::AuthType::hba: {
             auth::HbaRequest req{client_.is_unix(), client_.is_tls(), database_, user_, client_.peer_ip()};
             const auth::HbaRule* rule = auth::hba_match_rule(snap_->hba, req);
@@ -474,12 +499,11 @@ std::shared_ptr<pool::Pool> ClientSession::replica_pool(const config::HostPort& 
     for (auto& [a, p] : route_->replica_pools)
         if (a == addr) return p;
     auto key = routing::to_string(addr);
-    auto p = worker_.runtime().pools->get(database_, user_, key);
-    if (!p) {
-        auto db = resolve_database(*snap_->config, database_);
-        if (!db) return nullptr;
-        p = pool_for(*db, user_, key);
-    }
+    auto db = resolve_database(*snap_->config, database_);
+    if (!db) return nullptr;
+    const std::string& pool_user = db->user.empty() ? user_.str() : db->user;
+    auto p = worker_.runtime().pools->get(database_, pool_user, key);
+    if (!p) p = pool_for(*db, pool_user, key);
     route_->replica_pools.emplace_back(addr, p);
     return p;
 }
@@ -529,8 +553,8 @@ asio::awaitable<bool> ClientSession::attach(Clock::time_point deadline) {
     auto& st = cfg.settings;
     if (admin::is_admin_database(database_)) {
         auto listed = [&](const std::vector<std::string>& v) { return std::find(v.begin(), v.end(), user_) != v.end(); };
-        bool full = listed(st.admin_users);
-        if (!full && !listed(st.stats_users)) {
+        bool full = login_->console_admin || listed(st.admin_users);
+        if (!full && !login_->console_any_user && !listed(st.stats_users)) {
             co_await fail(sqlstate::invalid_authorization, "not allowed");
             co_return false;
         }
@@ -563,7 +587,9 @@ asio::awaitable<bool> ClientSession::attach(Clock::time_point deadline) {
         client_counted_ = true;
     }
     pool_mode_ = static_cast<int>(config::effective_pool_mode(cfg, *db, user_));
-    pool_ = pool_for(*db, user_);
+    // A database with a forced user has one pool, whoever the client is (as PgBouncer):
+    // its pool_size bounds the servers of all its clients together.
+    pool_ = pool_for(*db, db->user.empty() ? user_.str() : db->user);
     pool_->add_client();  // counted out in ~ClientSession
     pool_counted_ = true;
     if (!db->cluster.empty()) {
@@ -592,7 +618,9 @@ asio::awaitable<bool> ClientSession::attach(Clock::time_point deadline) {
         act_->fscan.set_capture(track);
         act_->bscan.set_watch(track);
     }
-    if (scram_keys_) pool_->set_scram_keys(scram_keys_->first, scram_keys_->second);
+    // The client's SCRAM keys log in as the client's user only (not as a forced user).
+    if (scram_keys_ && (db->user.empty() || db->user == user_.str()))
+        pool_->set_scram_keys(scram_keys_->first, scram_keys_->second);
 
     if (rt.client_count.load() > st.max_client_conn) {
         co_await fail(sqlstate::too_many_connections, "no more connections allowed (max_client_conn)");

@@ -849,6 +849,7 @@ ClientSession::Info ClientSession::info() const {
     i.id = id_;
     i.user = user_;
     i.database = database_;
+    i.pool_user = pool_ ? pool_->user() : i.user;
     i.peer = peer_;
     if (auto k = tracked_index("application_name"); k && client_params_.has(*k))
         i.application_name = std::string(*client_params_.get(*k));

@@ -40,7 +40,7 @@ ClientCounts count_clients(app::Worker& w) {
         // A console is always being served (as in SHOW CLIENTS).
         std::string_view state = admin::is_admin_database(info.database) ? "active" : info.state;
         if (state == "login") continue;
-        auto& c = out[{info.database, info.user}];
+        auto& c = out[{info.database, info.pool_user}];
         if (state == "active")
             ++c.active;
         else if (state == "waiting")

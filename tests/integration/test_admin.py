@@ -733,12 +733,15 @@ def test_ctl_commands_and_exit_codes(pgrouter):
 
 
 @pytest.mark.pgrouter_only("the test runs as pgrouter's own OS user; PgBouncer runs as postgres here")
-def test_unix_socket_peer_opens_console_without_password(pgrouter):
+@pytest.mark.parametrize("fmt", ["toml", "ini"])
+def test_unix_socket_peer_opens_console_without_password(pgrouter, fmt):
     """SPEC §5: on the unix socket, pgrouter's own OS user may open the console as
-    pgbouncer without a password, whatever auth_type is; over TCP the password is needed."""
+    pgbouncer without a password, whatever auth_type is, with admin rights even when
+    admin_users does not name pgbouncer (pgbouncer.ini's default is empty); over TCP
+    the password is needed."""
     import os
 
-    p = start(pgrouter, {"auth_type": "scram-sha-256"})
+    p = start(pgrouter, {"auth_type": "scram-sha-256", "admin_users": []}, fmt=fmt)
     env = dict(os.environ, PGPASSWORD="")
     env.pop("PGPASSFILE", None)
     cmd = [helpers.client_tool("psql"), "-X", "-A", "-t", "-w", "-h", str(p.dir), "-p", str(p.port), "-U", "pgbouncer",
@@ -746,6 +749,9 @@ def test_unix_socket_peer_opens_console_without_password(pgrouter):
     r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30, env=env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().startswith("pgrouter ")
+    r = subprocess.run(cmd[:-1] + ["RELOAD"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30,
+                       env=env)
+    assert r.returncode == 0, r.stderr
     tcp = cmd[:]
     tcp[tcp.index("-h") + 1] = p.host
     r = subprocess.run(tcp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30, env=env)

@@ -212,6 +212,73 @@ def test_forced_server_user(pgrouter):
         assert cur.fetchone()[0] == "app_scram"
 
 
+def test_forced_server_user_means_one_pool(pgrouter, pg):
+    """With user= every client of the database shares one pool (as PgBouncer): pool_size
+    bounds the servers of all its client users together, and a second client waits
+    for the one server instead of opening its own."""
+    p = pgrouter({"default_pool_size": 1},
+                 databases={"testdb": {}, "forced": {"dbname": "testdb", "user": "app_scram"}})
+    a = p.wire(user="app_md5", dbname="forced")
+    b = p.wire(user="app_plain", dbname="forced")
+    try:
+        assert a.query("BEGIN").status == "T"
+        b.send(pgwire.query_msg("SELECT current_user"))  # must wait for a's server
+        helpers.wait_until(lambda: any(r[0] == "forced" and r[1] == "app_scram" and r[3] == 1
+                                       for r in p.admin("SHOW POOLS")), 10, "the second client queued")
+        pools = [(r[0], r[1]) for r in p.admin("SHOW POOLS") if r[0] == "forced"]
+        assert pools == [("forced", "app_scram")], pools
+        helpers.wait_until(lambda: pg.backends("app_scram", "testdb") == 1, 10, "one server for both clients")
+        assert a.query("COMMIT").status == "I"
+        r = b.read_until_ready()
+        assert r.error is None and r.rows == [["app_scram"]], (r.types(), r.error)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_auth_type_any_logs_every_client_in_as_the_forced_user(pgrouter, pg):
+    """PgBouncer's auth_type = any: no password is asked and the user name given is
+    ignored; the client becomes the database's forced user. A database without user=
+    is refused with a message naming it, and anyone may open the console as admin."""
+    forced = {"dbname": "testdb", "user": "app_scram", "password": PASSWORDS["app_scram"]}
+    p = pgrouter({"auth_type": "any", "admin_users": ["ops"]}, databases={"testdb": {}, "forced": forced})
+    c = p.wire(user="nobody_here", dbname="forced", password="")
+    try:
+        assert c.auth_requests == [AUTH_OK], c.auth_requests
+        assert c.scalar("SELECT current_user") == "app_scram"
+        clients = p.admin("SHOW CLIENTS")
+        assert [r[1] for r in clients if r[2] == "forced"] == ["app_scram"], clients
+        assert [(r[0], r[1]) for r in p.admin("SHOW POOLS") if r[0] == "forced"] == [("forced", "app_scram")]
+    finally:
+        c.terminate()
+    err = login_error(p, user="app_md5", dbname="testdb", password="")
+    assert err.sqlstate == sqlstate("28000"), err
+    if not helpers.is_pgbouncer():
+        assert 'requires a forced user, and database "testdb" has none' in str(err), err
+    err = login_error(p, user="nobody_here", dbname="no_such_db", password="")
+    assert err.sqlstate == sqlstate("3D000"), err
+    # The console: any name and no password, shown as pgbouncer; only a name in
+    # admin_users may run more than SHOW.
+    for name, admin_rights in (("somebody", False), ("ops", True)):
+        admin = p.wire(user=name, dbname="pgbouncer", password="")
+        try:
+            assert admin.auth_requests == [AUTH_OK], admin.auth_requests
+            r = admin.query("SHOW CLIENTS")
+            assert r.error is None and [row[1] for row in r.rows] == ["pgbouncer"], (r.rows, r.error)
+            r = admin.query("RELOAD")
+            assert (r.error is None) == admin_rights, (name, r.error)
+        finally:
+            admin.terminate()
+
+
+@pytest.mark.pgrouter_only("PgBouncer's auth_type any takes the forced user's password only from the database line")
+def test_auth_type_any_in_pgbouncer_ini(pgrouter, pg):
+    """auth_type = any in pgbouncer.ini; the forced user's password comes from auth_file."""
+    p = pgrouter({"auth_type": "any"}, databases={"forced": {"dbname": "testdb", "user": "app_md5"}}, fmt="ini")
+    r = p.psql("-A", "-t", "-c", "SELECT current_user", user="whoever", dbname="forced", password="")
+    assert r.returncode == 0 and r.stdout.strip() == "app_md5", r.stderr
+
+
 def test_admin_console_login(pgrouter):
     p = pgrouter()
     rows = p.admin("SHOW VERSION")

@@ -355,6 +355,13 @@ TEST(IniSettings, TlsProtocolsAndCiphers) {
                  "unknown protocol");
 }
 
+TEST(IniSettings, AuthTypeAny) {
+    auto r = load(lines({"[databases]", "app = host=127.0.0.1 user=appuser", "[pgbouncer]", "auth_type = any"}));
+    ASSERT_TRUE(r.ok()) << dump(r);
+    EXPECT_EQ(r.config->settings.auth_type, cfg::AuthType::any);
+    EXPECT_STREQ(cfg::to_string(cfg::AuthType::any), "any");
+}
+
 TEST(IniSettings, PgbouncerDefaultsWhenAbsent) {
     auto r = load(lines({"[pgbouncer]"}));
     ASSERT_TRUE(r.ok()) << dump(r);

@@ -14,7 +14,7 @@
 namespace pgrouter::config {
 
 enum class PoolMode { session, transaction, statement };
-enum class AuthType { trust, md5, scram_sha_256, hba, cert, plain, peer };
+enum class AuthType { trust, md5, scram_sha_256, hba, cert, plain, peer, any };
 enum class LogFormat { text, json };
 enum class SslMode { disable, allow, prefer, require, verify_ca, verify_full };
 enum class Route { primary, replica, auto_ };

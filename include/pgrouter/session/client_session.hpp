@@ -70,6 +70,7 @@ public:
     struct Info {
         std::uint64_t id = 0;
         std::string user, database, peer, application_name;
+        std::string pool_user;  // the user of its pool: a database's forced user, else `user`
         const char* state = "idle";  // login | active | waiting | idle
         std::chrono::system_clock::time_point connect_time, request_time;
         double wait_seconds = 0;
@@ -149,6 +150,8 @@ private:
         std::vector<std::pair<std::string, std::string>> startup_params;
         std::vector<std::string> unrecognized_options;
         std::uint32_t requested_minor = 0;
+        bool console_admin = false;    // opens the console with admin rights (as admin_users)
+        bool console_any_user = false;  // auth_type any: opens the console (SHOW) whatever its name
     };
     std::unique_ptr<Login> login_;
     bool read_only_intent_ = false;
