@@ -11,6 +11,7 @@ PG_OS_USER=postgres
 REQUIRED_PACKAGES=(
   build-essential cmake ninja-build g++ pkg-config
   libboost1.81-dev libboost-json1.81-dev libssl-dev libpq-dev libspdlog-dev libfmt-dev libtomlplusplus-dev
+  libpam0g-dev  # auth_type = "pam"
   googletest libgtest-dev
   postgresql-15 postgresql-client-15 pgbouncer
   python3-psycopg2 python3-pytest python3-yaml openssl procps

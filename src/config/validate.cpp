@@ -115,6 +115,8 @@ private:
         const Settings& s = cfg_.settings;
         if (s.auth_type == AuthType::hba && s.auth_hba_file.empty())
             error("pgrouter.auth_type", "auth_type \"hba\" requires auth_hba_file");
+        if (s.auth_type == AuthType::pam && s.auth_pam_service.empty())
+            error("pgrouter.auth_pam_service", "auth_type \"pam\" requires a PAM service name");
         if (s.auth_type == AuthType::cert && !verifies_peer(cfg_.tls.client_tls_sslmode))
             error("pgrouter.auth_type",
                   "auth_type \"cert\" requires client_tls_sslmode verify-ca or verify-full");

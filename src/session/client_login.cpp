@@ -9,6 +9,7 @@
 #include "pgrouter/session/client_session.hpp"
 #include "pgrouter/session/errors.hpp"
 #include "pgrouter/session/server_connection.hpp"
+#include "pgrouter/session/pam.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -45,7 +46,7 @@ asio::awaitable<bool> read_more(net::Stream& s, std::string& buf, Clock::time_po
     co_return true;
 }
 
-enum Method { kTrust, kReject, kMd5, kScram, kPassword, kCert, kPeer };
+enum Method { kTrust, kReject, kMd5, kScram, kPassword, kCert, kPeer, kPam };
 
 // The name of OS user `uid` (peer authentication); nullopt when unknown.
 std::optional<std::string> os_user_name(long uid) {
@@ -267,6 +268,7 @@ asio::awaitable<bool> ClientSession::authenticate(Clock::time_point deadline) {
         case config::AuthType::cert: method = kCert; break;
         case config::AuthType::peer: method = kPeer; break;
         case config::AuthType::any: method = kTrust; break;  // handled above
+        case config::AuthType::pam: method = kPam; break;
         case config::AuthType::hba: {
             auth::HbaRequest req{client_.is_unix(), client_.is_tls(), database_, user_, client_.peer_ip()};
             const auth::HbaRule* rule = auth::hba_match_rule(snap_->hba, req);
@@ -321,6 +323,28 @@ asio::awaitable<bool> ClientSession::authenticate(Clock::time_point deadline) {
                           "certificate authentication failed for user \"" + user_ + "\"");
             co_return false;
         }
+        co_return true;
+    }
+    if (method == kPam) {
+        // PgBouncer's pam: the cleartext password is checked by PAM (auth_file and
+        // auth_query are not used) and becomes the password of this user's server logins.
+        std::string out, body;
+        proto::write_auth_cleartext(out);
+        co_await send(out);
+        if (!co_await read_auth_message(body, deadline)) co_return false;
+        std::string password(body.c_str());
+        ::explicit_bzero(body.data(), body.size());
+        const std::string user = user_.str();
+        const std::string rhost = client_.is_unix() ? std::string() : client_.peer_ip();
+        PamResult checked{false, "empty password"};  // as PostgreSQL: never handed to PAM
+        if (!password.empty()) checked = co_await pam_check(st.auth_pam_service, user, password, rhost);
+        if (!checked.ok) {
+            spdlog::info("C-{}: PAM authentication failed for user \"{}\": {}", id_, user, checked.reason);
+            co_await fail(sqlstate::invalid_password, "password authentication failed for user \"" + user + "\"");
+            co_return false;
+        }
+        if (!auth_query_creds_) auth_query_creds_ = std::make_unique<std::map<std::string, auth::Credential>>();
+        (*auth_query_creds_)[user] = auth::Credential{user, std::move(password), auth::SecretKind::plain};
         co_return true;
     }
     co_return co_await auth_password_exchange(method, deadline);

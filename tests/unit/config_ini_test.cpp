@@ -362,6 +362,13 @@ TEST(IniSettings, AuthTypeAny) {
     EXPECT_STREQ(cfg::to_string(cfg::AuthType::any), "any");
 }
 
+TEST(IniSettings, AuthTypePam) {
+    auto r = load(lines({"[pgbouncer]", "auth_type = pam"}));
+    ASSERT_TRUE(r.ok()) << dump(r);
+    EXPECT_EQ(r.config->settings.auth_type, cfg::AuthType::pam);
+    EXPECT_EQ(r.config->settings.auth_pam_service, "pgbouncer");  // PgBouncer's service name
+}
+
 TEST(IniSettings, PgbouncerDefaultsWhenAbsent) {
     auto r = load(lines({"[pgbouncer]"}));
     ASSERT_TRUE(r.ok()) << dump(r);
@@ -422,7 +429,7 @@ TEST(IniSettings, BadValuesAreErrors) {
     expect_error(lines({"[pgbouncer]", "listen_port = 0"}), "pgbouncer.listen_port", 2, "between 1 and 65535");
     expect_error(lines({"[pgbouncer]", "", "pool_mode = fast"}), "pgbouncer.pool_mode", 3,
                  "session, transaction, statement");
-    expect_error(lines({"[pgbouncer]", "auth_type = pam"}), "pgbouncer.auth_type", 2, "invalid value \"pam\"");
+    expect_error(lines({"[pgbouncer]", "auth_type = ldap"}), "pgbouncer.auth_type", 2, "invalid value \"ldap\"");
     expect_error(lines({"[pgbouncer]", "default_pool_size = -3"}), "pgbouncer.default_pool_size", 2, ">= 0");
     expect_error(lines({"[pgbouncer]", "query_timeout = -1"}), "pgbouncer.query_timeout", 2, ">= 0");
     expect_error(lines({"[pgbouncer]", "query_timeout = 5s"}), "pgbouncer.query_timeout", 2,

@@ -484,6 +484,8 @@ TEST(TomlErrors, CombinationsOfSettings) {
                  2, "nothing to listen on");
     expect_error(lines({"[pgrouter]", "auth_type = \"cert\""}), "pgrouter.auth_type", 2,
                  "verify-ca or verify-full");
+    expect_error(lines({"[pgrouter]", "auth_type = \"pam\"", "auth_pam_service = \"\""}),
+                 "pgrouter.auth_pam_service", 3, "requires a PAM service name");
 }
 
 TEST(TomlErrors, BadSize) {

@@ -171,7 +171,7 @@ private:
     std::unique_ptr<Routing> route_;  // null for plain databases
     int pool_mode_ = 1;  // config::PoolMode as int: 0 session, 1 transaction, 2 statement
     bool registered_cancel_ = false;
-    std::unique_ptr<std::map<std::string, auth::Credential>> auth_query_creds_;  // found by auth_query, for the server login
+    std::unique_ptr<std::map<std::string, auth::Credential>> auth_query_creds_;  // found by auth_query or given at a PAM login, for the server login
 
     // The client read (plain sockets) is pending / finished while nobody waited;
     // the serving coroutine runs. Where it reads and its result are in Active.

@@ -1,0 +1,161 @@
+"""auth_type = "pam" (PgBouncer's): the client's cleartext password is checked by PAM
+(pam_authenticate, then pam_acct_mgmt), auth_file is not consulted, and the password
+PAM accepted is the one the pooler logs in to the server with.
+
+The PAM stack is real: a service file in /etc/pam.d (a name of the test's own, given
+by auth_pam_service) runs pam_exec with the password on stdin, so no OS account is
+needed. Writing /etc/pam.d needs root, which the test run has (scripts/test.sh)."""
+
+import os
+import secrets
+import threading
+from pathlib import Path
+
+import pytest
+
+import helpers
+import pgwire
+from helpers import PASSWORDS
+
+pytestmark = pytest.mark.pgrouter_only("auth_pam_service is pgrouter's; PgBouncer always uses the service "
+                                       "\"pgbouncer\", a system file the tests do not overwrite")
+
+AUTH_OK, AUTH_CLEARTEXT = 0, 3
+
+# pam_exec gives the script PAM_USER and PAM_RHOST, and with expose_authtok the
+# password on stdin (NUL-terminated). Accepted: the users of passwords.txt with their
+# password; a user named in slow.txt waits until the file `go` exists.
+CHECK = """#!/bin/sh
+dir=$(dirname "$0")
+pw=$(tr -d '\\000')
+echo "auth $PAM_USER $PAM_RHOST" >> "$dir/calls.log"
+if grep -qx "$PAM_USER" "$dir/slow.txt" 2>/dev/null; then
+    echo "waiting $PAM_USER" >> "$dir/calls.log"
+    while [ ! -e "$dir/go" ]; do sleep 0.05; done
+fi
+grep -qxF "$PAM_USER:$pw" "$dir/passwords.txt"
+"""
+# The account phase: users listed in locked.txt are refused.
+ACCOUNT = """#!/bin/sh
+dir=$(dirname "$0")
+echo "account $PAM_USER" >> "$dir/calls.log"
+! grep -qx "$PAM_USER" "$dir/locked.txt" 2>/dev/null
+"""
+
+
+@pytest.fixture
+def pam_service(tmp_path):
+    """A PAM service of this test's own: (name, directory of its scripts and files)."""
+    pam_dir = Path("/etc/pam.d")
+    if not os.access(pam_dir, os.W_OK):
+        raise helpers.Missing("/etc/pam.d is not writable: the PAM tests need root (scripts/test.sh runs as root)")
+    d = tmp_path / "pam"
+    d.mkdir()
+    d.chmod(0o755)
+    tmp_path.chmod(0o755)
+    for name, text in (("check.sh", CHECK), ("account.sh", ACCOUNT)):
+        (d / name).write_text(text)
+        (d / name).chmod(0o755)
+    (d / "passwords.txt").write_text("".join(f"{u}:{PASSWORDS[u]}\n" for u in ("app_plain", "app_scram", "app_md5")))
+    name = "pgrouter-it-" + secrets.token_hex(4)
+    service = pam_dir / name
+    service.write_text(f"auth required pam_exec.so expose_authtok quiet {d}/check.sh\n"
+                       f"account required pam_exec.so quiet {d}/account.sh\n")
+    try:
+        yield name, d
+    finally:
+        service.unlink()
+
+
+def calls(d):
+    f = d / "calls.log"
+    return f.read_text().splitlines() if f.exists() else []
+
+
+def start(pgrouter, service, **settings):
+    # auth_file holds only the console user: PAM alone decides who the clients are.
+    return pgrouter({"auth_type": "pam", "auth_pam_service": service, **settings},
+                    userlist={"pgbouncer": PASSWORDS["pgbouncer"]})
+
+
+def test_pam_password_is_checked_and_reused_for_the_server(pgrouter, pam_service):
+    name, d = pam_service
+    p = start(pgrouter, name)
+    # app_plain's server login is cleartext, app_scram's SCRAM: both with the password
+    # PAM accepted, since auth_file does not name them.
+    for user in ("app_plain", "app_scram"):
+        c = p.wire(user=user, password=PASSWORDS[user])
+        try:
+            assert c.auth_requests == [AUTH_CLEARTEXT, AUTH_OK], c.auth_requests
+            assert c.scalar("SELECT current_user") == user
+        finally:
+            c.terminate()
+    assert f"auth app_plain {helpers.HOST}" in calls(d), calls(d)
+    assert "account app_scram" in calls(d), calls(d)
+    r = p.psql("-A", "-t", "-c", "SELECT 1", user="app_plain", password=PASSWORDS["app_plain"])
+    assert r.returncode == 0 and r.stdout.strip() == "1", r.stderr
+
+
+def test_pam_refusals(pgrouter, pam_service):
+    name, d = pam_service
+    (d / "locked.txt").write_text("app_md5\n")
+    p = start(pgrouter, name)
+    for user, password in (("app_plain", "wrong"), ("nobody_here", "x"), ("app_md5", PASSWORDS["app_md5"])):
+        with pytest.raises(pgwire.PgError) as e:
+            p.wire(user=user, password=password).terminate()
+        assert e.value.sqlstate == "28P01", (user, e.value)
+        assert f'password authentication failed for user "{user}"' in str(e.value), e.value
+    log = calls(d)
+    # app_md5's password was right: PAM's account phase refused it.
+    assert "account app_md5" in log and "account app_plain" not in log, log
+    # An empty password never reaches PAM (as PostgreSQL).
+    before = len(calls(d))
+    with pytest.raises(pgwire.PgError) as e:
+        p.wire(user="app_plain", password="").terminate()
+    assert e.value.sqlstate == "28P01", e.value
+    assert len(calls(d)) == before, calls(d)[before:]
+    # The log names PAM's reason (pam_exec reports a failing program as a system error).
+    assert 'PAM authentication failed for user "app_plain": System error' in p.log()
+    assert 'PAM authentication failed for user "app_plain": empty password' in p.log()
+    assert PASSWORDS["app_plain"] not in p.log() and "wrong" not in p.log()
+
+
+def test_a_slow_pam_check_does_not_hold_up_the_worker(pgrouter, pam_service):
+    """With one worker, a PAM check that does not return (the script waits for a file)
+    leaves the worker free: another client logs in (PAM too) and runs queries meanwhile;
+    then the slow login completes."""
+    name, d = pam_service
+    (d / "slow.txt").write_text("app_scram\n")
+    p = start(pgrouter, name, workers=1)
+    result = {}
+
+    def slow_login():
+        try:
+            c = p.wire(user="app_scram", password=PASSWORDS["app_scram"], timeout=60)
+            result["user"] = c.scalar("SELECT current_user")
+            c.terminate()
+        except Exception as e:  # reported by the assertion below
+            result["error"] = e
+
+    t = threading.Thread(target=slow_login)
+    t.start()
+    try:
+        helpers.wait_until(lambda: "waiting app_scram" in calls(d), 20, "the slow PAM check began")
+        c = p.wire(user="app_plain", password=PASSWORDS["app_plain"])
+        try:
+            for i in range(20):
+                assert c.scalar(f"SELECT {i}") == str(i)
+        finally:
+            c.terminate()
+        assert t.is_alive() and not result, "the slow login finished before it was let go"
+    finally:
+        (d / "go").touch()
+        t.join(60)
+    assert result == {"user": "app_scram"}, result
+
+
+def test_pam_needs_a_service_name(pgrouter):
+    p = pgrouter({"auth_type": "pam", "auth_pam_service": ""}, start=False)
+    with pytest.raises(helpers.StartError) as e:
+        p.start()
+    assert "auth_pam_service" in str(e.value) and "requires a PAM service name" in str(e.value), e.value
