@@ -11,7 +11,8 @@ PG_OS_USER=postgres
 REQUIRED_PACKAGES=(
   build-essential cmake ninja-build g++ pkg-config
   libboost1.81-dev libboost-json1.81-dev libssl-dev libpq-dev libspdlog-dev libfmt-dev libtomlplusplus-dev
-  libpam0g-dev  # auth_type = "pam"
+  libpam0g-dev libldap-dev  # auth_type = "pam", "ldap"
+  slapd ldap-utils  # the LDAP server of the LDAP tests
   googletest libgtest-dev
   postgresql-15 postgresql-client-15 pgbouncer
   python3-psycopg2 python3-pytest python3-yaml openssl procps

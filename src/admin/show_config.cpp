@@ -1,5 +1,6 @@
 // SHOW CONFIG and SET key = value. The running config is an immutable snapshot:
 // SET builds a modified copy, validates it whole and publishes it.
+#include "pgrouter/auth/auth.hpp"
 #include "pgrouter/admin/handlers.hpp"
 
 #include "pgrouter/app/logging.hpp"
@@ -31,6 +32,26 @@ template <class E>
     requires std::is_enum_v<E>
 std::string text(E v) { return config::to_string(v); }
 
+// auth_ldap_options as written, but for ldapbindpasswd's value: no secret on the console.
+std::string masked_ldap_options(const std::string& options) {
+    std::string error;
+    auto list = auth::split_options(options, error);
+    if (!list) return options.find("ldapbindpasswd") == std::string::npos ? options : "(unparsable, not shown)";
+    std::string out;
+    for (auto& [name, value] : *list) {
+        if (!out.empty()) out += ' ';
+        std::string shown = name == "ldapbindpasswd" ? std::string("********") : value;
+        bool quote = shown.empty() || shown.find_first_of(" \t\"") != std::string::npos;
+        if (quote) {
+            std::string q = "\"";
+            for (char ch : shown) q += ch == '"' ? std::string("\"\"") : std::string(1, ch);
+            shown = q + "\"";
+        }
+        out += name + "=" + shown;
+    }
+    return out;
+}
+
 struct Key {
     std::string_view name;
     std::function<std::string(const Config&)> get;
@@ -55,6 +76,8 @@ const std::vector<Key>& keys() {
             SETTING(log_stats, true),              SETTING(log_pooler_errors, true),
             SETTING(auth_type, true),              SETTING(auth_file, true),
             SETTING(auth_hba_file, true),          SETTING(auth_ident_file, true),         SETTING(auth_pam_service, true),
+            Key{"auth_ldap_options", [](const Config& c) { return masked_ldap_options(c.settings.auth_ldap_options); },
+                true},
             SETTING(auth_user, true),
             SETTING(auth_query, true),             SETTING(auth_dbname, true),             SETTING(admin_users, true),
             SETTING(stats_users, true),            SETTING(pool_mode, true),

@@ -219,6 +219,7 @@ bool parse_method(const Field& f, HbaRule& rule, std::string& err) {
     else if (m == "password") rule.method = HbaMethod::password;
     else if (m == "cert") rule.method = HbaMethod::cert;
     else if (m == "peer") rule.method = HbaMethod::peer;
+    else if (m == "ldap") rule.method = HbaMethod::ldap;
     else err = "unsupported method " + quoted(m);
     if (err.empty() && rule.method == HbaMethod::cert && rule.type != HbaConnType::hostssl)
         err = "cert authentication is only supported on hostssl connections";
@@ -244,16 +245,27 @@ std::string parse_record(std::string_view line, int line_no, std::optional<HbaRu
     if (rule.type != HbaConnType::local && !parse_address(fields, idx, rule, err)) return err;
     if (idx >= fields.size()) return "missing authentication method";
     if (!parse_method(fields[idx++], rule, err)) return err;
-    // Options: map= names an ident map (peer, cert); others (clientcert=..., ldap
-    // settings) do not change the method: accepted, ignored.
+    // Options: map= names an ident map (peer, cert); ldap* configure an ldap line;
+    // others (clientcert=...) do not change the method: accepted, ignored.
+    OptionList ldap_options;
     for (; idx < fields.size(); ++idx) {
-        const std::string& opt = fields[idx][0].text;
+        std::string opt = fields[idx][0].text;
+        for (std::size_t k = 1; k < fields[idx].size(); ++k) opt += "," + fields[idx][k].text;
         std::size_t eq = opt.find('=');
         if (eq == std::string::npos || eq == 0) return "invalid authentication option " + quoted(opt);
-        if (opt.compare(0, eq, "map") == 0) {
+        std::string name = opt.substr(0, eq);
+        if (name == "map") {
             if (eq + 1 == opt.size()) return "empty map name";
             rule.map = opt.substr(eq + 1);
+        } else if (name.starts_with("ldap")) {
+            if (rule.method != HbaMethod::ldap)
+                return "authentication option " + quoted(name) + " is only valid for authentication method ldap";
+            ldap_options.emplace_back(std::move(name), opt.substr(eq + 1));
         }
+    }
+    if (rule.method == HbaMethod::ldap) {
+        rule.ldap = parse_ldap_options(ldap_options, err);
+        if (!rule.ldap) return err;
     }
     out = std::move(rule);
     return {};

@@ -41,7 +41,7 @@ constexpr NameTable<AuthType> auth_types{
     {AuthType::trust, "trust"}, {AuthType::md5, "md5"},
     {AuthType::scram_sha_256, "scram-sha-256"}, {AuthType::hba, "hba"},
     {AuthType::cert, "cert"}, {AuthType::plain, "plain"}, {AuthType::peer, "peer"},
-    {AuthType::any, "any"}, {AuthType::pam, "pam"}};
+    {AuthType::any, "any"}, {AuthType::pam, "pam"}, {AuthType::ldap, "ldap"}};
 constexpr NameTable<SslMode> ssl_modes{
     {SslMode::disable, "disable"}, {SslMode::allow, "allow"}, {SslMode::prefer, "prefer"},
     {SslMode::require, "require"}, {SslMode::verify_ca, "verify-ca"},

@@ -426,6 +426,7 @@ constexpr Field<Settings> settings_fields[] = {
     {"auth_hba_file", string_field<&S::auth_hba_file>},
     {"auth_ident_file", string_field<&S::auth_ident_file>},
     {"auth_pam_service", string_field<&S::auth_pam_service>},
+    {"auth_ldap_options", string_field<&S::auth_ldap_options>},
     {"auth_user", string_field<&S::auth_user>},
     {"auth_query", string_field<&S::auth_query>},
     {"auth_dbname", string_field<&S::auth_dbname>},

@@ -17,7 +17,6 @@ constexpr int max_include_depth = 10;  // as PgBouncer
 
 // PgBouncer [pgbouncer] keys with no pgrouter equivalent: accepted with a warning.
 constexpr std::string_view unsupported_keys[] = {
-    "auth_ldap_options",
     "cancel_wait_timeout", "conffile", "dns_max_ttl",
     "dns_nxdomain_ttl", "dns_zone_check_period", "job_name",
     "peer_id", "pkt_buf", "resolv_conf", "sbuf_loopcnt",

@@ -1,6 +1,7 @@
 // Whole-config checks shared by both loaders: cross references, combinations of
 // keys, and the files the config names (resolved to absolute paths, then read-tested).
 #include "pgrouter/config/config.hpp"
+#include "pgrouter/auth/auth.hpp"
 
 #include <filesystem>
 
@@ -115,6 +116,11 @@ private:
         const Settings& s = cfg_.settings;
         if (s.auth_type == AuthType::hba && s.auth_hba_file.empty())
             error("pgrouter.auth_type", "auth_type \"hba\" requires auth_hba_file");
+        if (s.auth_type == AuthType::ldap) {
+            std::string why;
+            auto options = auth::split_options(s.auth_ldap_options, why);
+            if (!options || !auth::parse_ldap_options(*options, why)) error("pgrouter.auth_ldap_options", why);
+        }
         if (s.auth_type == AuthType::pam && s.auth_pam_service.empty())
             error("pgrouter.auth_pam_service", "auth_type \"pam\" requires a PAM service name");
         if (s.auth_type == AuthType::cert && !verifies_peer(cfg_.tls.client_tls_sslmode))

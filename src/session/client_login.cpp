@@ -9,7 +9,7 @@
 #include "pgrouter/session/client_session.hpp"
 #include "pgrouter/session/errors.hpp"
 #include "pgrouter/session/server_connection.hpp"
-#include "pgrouter/session/pam.hpp"
+#include "pgrouter/session/external_auth.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -46,7 +46,7 @@ asio::awaitable<bool> read_more(net::Stream& s, std::string& buf, Clock::time_po
     co_return true;
 }
 
-enum Method { kTrust, kReject, kMd5, kScram, kPassword, kCert, kPeer, kPam };
+enum Method { kTrust, kReject, kMd5, kScram, kPassword, kCert, kPeer, kPam, kLdap };
 
 // The name of OS user `uid` (peer authentication); nullopt when unknown.
 std::optional<std::string> os_user_name(long uid) {
@@ -260,6 +260,7 @@ asio::awaitable<bool> ClientSession::authenticate(Clock::time_point deadline) {
     }
     int method = kReject;
     std::string map;  // the matching hba line's ident map (peer, cert)
+    std::optional<auth::LdapOptions> ldap;  // the matching hba line's LDAP options
     switch (st.auth_type) {
         case config::AuthType::trust: method = kTrust; break;
         case config::AuthType::md5: method = kMd5; break;
@@ -269,6 +270,7 @@ asio::awaitable<bool> ClientSession::authenticate(Clock::time_point deadline) {
         case config::AuthType::peer: method = kPeer; break;
         case config::AuthType::any: method = kTrust; break;  // handled above
         case config::AuthType::pam: method = kPam; break;
+        case config::AuthType::ldap: method = kLdap; break;
         case config::AuthType::hba: {
             auth::HbaRequest req{client_.is_unix(), client_.is_tls(), database_, user_, client_.peer_ip()};
             const auth::HbaRule* rule = auth::hba_match_rule(snap_->hba, req);
@@ -285,6 +287,10 @@ asio::awaitable<bool> ClientSession::authenticate(Clock::time_point deadline) {
                 case auth::HbaMethod::password: method = kPassword; break;
                 case auth::HbaMethod::cert: method = kCert; break;
                 case auth::HbaMethod::peer: method = kPeer; break;
+                case auth::HbaMethod::ldap:
+                    method = kLdap;
+                    ldap = rule->ldap;
+                    break;
             }
             break;
         }
@@ -325,9 +331,21 @@ asio::awaitable<bool> ClientSession::authenticate(Clock::time_point deadline) {
         }
         co_return true;
     }
-    if (method == kPam) {
-        // PgBouncer's pam: the cleartext password is checked by PAM (auth_file and
-        // auth_query are not used) and becomes the password of this user's server logins.
+    if (method == kPam || method == kLdap) {
+        // PAM and LDAP (PgBouncer's, PostgreSQL's): the cleartext password is checked by
+        // that authority (auth_file and auth_query are not used) and becomes the password
+        // of this user's server logins.
+        const char* kind = method == kPam ? "PAM" : "LDAP";
+        if (method == kLdap && !ldap) {
+            std::string why;  // auth_type = "ldap": auth_ldap_options (checked at load)
+            auto options = auth::split_options(st.auth_ldap_options, why);
+            if (options) ldap = auth::parse_ldap_options(*options, why);
+            if (!ldap) {
+                spdlog::error("C-{}: auth_ldap_options: {}", id_, why);
+                co_await fail(sqlstate::invalid_authorization, "LDAP authentication is not configured");
+                co_return false;
+            }
+        }
         std::string out, body;
         proto::write_auth_cleartext(out);
         co_await send(out);
@@ -336,11 +354,18 @@ asio::awaitable<bool> ClientSession::authenticate(Clock::time_point deadline) {
         ::explicit_bzero(body.data(), body.size());
         const std::string user = user_.str();
         const std::string rhost = client_.is_unix() ? std::string() : client_.peer_ip();
-        PamResult checked{false, "empty password"};  // as PostgreSQL: never handed to PAM
-        if (!password.empty()) checked = co_await pam_check(st.auth_pam_service, user, password, rhost);
+        ExternalAuthResult checked{false, "empty password"};  // as PostgreSQL: never asked
+        if (password.empty()) {
+        } else if (method == kPam) {
+            checked = co_await pam_check(st.auth_pam_service, user, password, rhost);
+        } else {
+            checked = co_await ldap_check(*ldap, user, password);
+        }
         if (!checked.ok) {
-            spdlog::info("C-{}: PAM authentication failed for user \"{}\": {}", id_, user, checked.reason);
-            co_await fail(sqlstate::invalid_password, "password authentication failed for user \"" + user + "\"");
+            spdlog::info("C-{}: {} authentication failed for user \"{}\": {}", id_, kind, user, checked.reason);
+            // PostgreSQL's message and SQLSTATE for these methods.
+            std::string message = std::string(kind) + " authentication failed for user \"" + user + "\"";
+            co_await fail(sqlstate::invalid_authorization, std::move(message));
             co_return false;
         }
         if (!auth_query_creds_) auth_query_creds_ = std::make_unique<std::map<std::string, auth::Credential>>();

@@ -468,6 +468,7 @@ class Pooler:
         self.config_path = None
         self.tls = dict(tls or {})
         self.clusters = {}  # [clusters.X] sections (pgrouter TOML only)
+        self.env = None  # the pooler's environment (None: the test's own)
 
     # -- lifecycle
 
@@ -497,7 +498,7 @@ class Pooler:
         kw = pg_user_kwargs() if self.kind == "pgbouncer" else {}
         self._log_fh = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._log_fh, stderr=subprocess.STDOUT,
-                                     cwd=self.dir, start_new_session=True, **kw)
+                                     cwd=self.dir, start_new_session=True, env=self.env, **kw)
         if not wait_port(self.host, self.port, timeout, self.proc):
             code = self.proc.poll()
             stop_process(self.proc, signal.SIGKILL, 5)

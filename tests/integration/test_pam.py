@@ -103,8 +103,9 @@ def test_pam_refusals(pgrouter, pam_service):
     for user, password in (("app_plain", "wrong"), ("nobody_here", "x"), ("app_md5", PASSWORDS["app_md5"])):
         with pytest.raises(pgwire.PgError) as e:
             p.wire(user=user, password=password).terminate()
-        assert e.value.sqlstate == "28P01", (user, e.value)
-        assert f'password authentication failed for user "{user}"' in str(e.value), e.value
+        # PostgreSQL's message and SQLSTATE for its pam method.
+        assert e.value.sqlstate == "28000", (user, e.value)
+        assert f'PAM authentication failed for user "{user}"' in str(e.value), e.value
     log = calls(d)
     # app_md5's password was right: PAM's account phase refused it.
     assert "account app_md5" in log and "account app_plain" not in log, log
@@ -112,7 +113,7 @@ def test_pam_refusals(pgrouter, pam_service):
     before = len(calls(d))
     with pytest.raises(pgwire.PgError) as e:
         p.wire(user="app_plain", password="").terminate()
-    assert e.value.sqlstate == "28P01", e.value
+    assert e.value.sqlstate == "28000", e.value
     assert len(calls(d)) == before, calls(d)[before:]
     # The log names PAM's reason (pam_exec reports a failing program as a system error).
     assert 'PAM authentication failed for user "app_plain": System error' in p.log()

@@ -105,6 +105,80 @@ TEST(AuthHbaParse, OptionsAreAcceptedAndIgnored) {
     EXPECT_EQ(parse_one("host all all ::/0 scram-sha-256 foo=\"a b\"").method, HbaMethod::scram_sha_256);
 }
 
+// ---- LDAP (PostgreSQL's options) ------------------------------------------------------
+
+TEST(AuthLdap, SimpleBindLine) {
+    HbaRule r = parse_one(R"(host all all 127.0.0.1/32 ldap ldapserver=127.0.0.1 ldapport=3890 ldapprefix="uid=" ldapsuffix=",ou=people,dc=example,dc=net")");
+    ASSERT_EQ(r.method, HbaMethod::ldap);
+    ASSERT_TRUE(r.ldap);
+    EXPECT_FALSE(r.ldap->search_mode());
+    EXPECT_EQ(r.ldap->uri(), "ldap://127.0.0.1:3890");
+    EXPECT_EQ(r.ldap->prefix + "bob" + r.ldap->suffix, "uid=bob,ou=people,dc=example,dc=net");
+}
+
+TEST(AuthLdap, SearchBindLineAndUrl) {
+    HbaRule r = parse_one("host all all 0.0.0.0/0 ldap ldapserver=\"a.example b.example\" ldapscheme=ldaps "
+                          "ldapbasedn=\"dc=example,dc=net\" ldapbinddn=\"cn=reader,dc=example,dc=net\" "
+                          "ldapbindpasswd=pw ldapsearchattribute=mail");
+    ASSERT_TRUE(r.ldap);
+    EXPECT_TRUE(r.ldap->search_mode());
+    EXPECT_EQ(r.ldap->uri(), "ldaps://a.example ldaps://b.example");
+    EXPECT_EQ(ldap_filter_for(*r.ldap, "bob"), "(mail=bob)");
+
+    std::string err;
+    auto o = parse_ldap_options({{"ldapurl", "ldap://ldap.example:3890/ou=people%2cdc=example,dc=net?cn?one"}}, err);
+    ASSERT_TRUE(o) << err;
+    EXPECT_EQ(o->uri(), "ldap://ldap.example:3890");
+    EXPECT_EQ(o->basedn, "ou=people,dc=example,dc=net");
+    EXPECT_EQ(o->scope, 1);
+    EXPECT_EQ(ldap_filter_for(*o, "bob"), "(cn=bob)");
+    o = parse_ldap_options({{"ldapserver", "h"}, {"ldapbasedn", "dc=x"}, {"ldapsearchfilter", "(|(uid=$username)(mail=$username))"}},
+                           err);
+    ASSERT_TRUE(o) << err;
+    EXPECT_EQ(ldap_filter_for(*o, "bob"), "(|(uid=bob)(mail=bob))");
+    EXPECT_EQ(ldap_filter_for(*parse_ldap_options({{"ldapserver", "h"}, {"ldapbasedn", "dc=x"}}, err), "bob"), "(uid=bob)");
+}
+
+TEST(AuthLdap, BadOptionSetsArePostgresErrors) {
+    const std::pair<OptionList, const char*> cases[] = {
+        {{{"ldapserver", "h"}, {"ldapprefix", "uid="}, {"ldapbasedn", "dc=x"}},
+         "cannot mix options for simple bind and search+bind modes"},
+        {{{"ldapserver", "h"}}, "requires argument \"ldapbasedn\", \"ldapprefix\", or \"ldapsuffix\" to be set"},
+        {{{"ldapprefix", "uid="}}, "requires argument \"ldapserver\" to be set"},
+        {{{"ldapserver", "h"}, {"ldapbasedn", "dc=x"}, {"ldapsearchattribute", "uid"}, {"ldapsearchfilter", "(uid=$username)"}},
+         "cannot use ldapsearchattribute together with ldapsearchfilter"},
+        {{{"ldapserver", "h"}, {"ldapprefix", "x"}, {"ldapport", "99999"}}, "invalid LDAP port number"},
+        {{{"ldapserver", "h"}, {"ldapprefix", "x"}, {"ldapscheme", "http"}}, "invalid ldapscheme value"},
+        {{{"ldapserver", "h"}, {"ldapprefix", "x"}, {"ldapfoo", "1"}}, "unrecognized LDAP option name: \"ldapfoo\""},
+        {{{"ldapurl", "http://h/dc=x"}}, "unsupported LDAP URL scheme"},
+        {{{"ldapurl", "ldap://h/dc=x?uid?deep"}}, "invalid scope"},
+        {{{"ldapurl", "ldap://h"}}, "must name a base DN"},
+        {{{"ldapserver", "h"}, {"ldapprefix", "x"}, {"ldapscheme", "ldaps"}, {"ldaptls", "1"}}, "ldaptls cannot be used"},
+    };
+    for (auto& [options, want] : cases) {
+        std::string err;
+        EXPECT_FALSE(parse_ldap_options(options, err)) << want;
+        EXPECT_NE(err.find(want), std::string::npos) << err;
+    }
+    EXPECT_TRUE(parse_error("host all all 0.0.0.0/0 ldap ldapserver=h").find("ldapbasedn") != std::string::npos);
+    EXPECT_EQ(parse_error("host all all 0.0.0.0/0 md5 ldapserver=h"),
+              "line 1: authentication option \"ldapserver\" is only valid for authentication method ldap");
+}
+
+TEST(AuthLdap, SplitOptionsAndUserNames) {
+    std::string err;
+    auto o = split_options(R"(ldapserver=h  ldapsuffix=", ou=x" ldapbindpasswd="a""b")", err);
+    ASSERT_TRUE(o) << err;
+    ASSERT_EQ(o->size(), 3u);
+    EXPECT_EQ((*o)[1], (std::pair<std::string, std::string>{"ldapsuffix", ", ou=x"}));
+    EXPECT_EQ((*o)[2].second, "a\"b");
+    EXPECT_FALSE(split_options("ldapserver", err));
+    EXPECT_FALSE(split_options("ldapsuffix=\"unterminated", err));
+    EXPECT_TRUE(split_options("", err)->empty());
+    for (const char* bad : {"a*", "(uid=x)", "a\\b", "a/b", ""}) EXPECT_FALSE(ldap_user_name_allowed(bad)) << bad;
+    EXPECT_TRUE(ldap_user_name_allowed("bob.smith@example.net"));
+}
+
 TEST(AuthHbaParse, CommentsBlankLinesContinuations) {
     HbaParseResult r = parse_hba(
         "# TYPE DATABASE USER ADDRESS METHOD\n"   // 1
@@ -138,7 +212,7 @@ TEST(AuthHbaParse, PeerOnLocalLinesOnly) {
 }
 
 TEST(AuthHbaParse, UnsupportedMethods) {
-    for (const char* m : {"ident", "gss", "sspi", "pam", "ldap", "radius", "bsd", "krb5", "md6"}) {
+    for (const char* m : {"ident", "gss", "sspi", "pam", "radius", "bsd", "krb5", "md6"}) {
         std::string err = parse_error(std::string("local all all ") + m);
         EXPECT_TRUE(err.starts_with("line 1: unsupported method")) << err;
     }

@@ -429,7 +429,9 @@ TEST(IniSettings, BadValuesAreErrors) {
     expect_error(lines({"[pgbouncer]", "listen_port = 0"}), "pgbouncer.listen_port", 2, "between 1 and 65535");
     expect_error(lines({"[pgbouncer]", "", "pool_mode = fast"}), "pgbouncer.pool_mode", 3,
                  "session, transaction, statement");
-    expect_error(lines({"[pgbouncer]", "auth_type = ldap"}), "pgbouncer.auth_type", 2, "invalid value \"ldap\"");
+    expect_error(lines({"[pgbouncer]", "auth_type = radius"}), "pgbouncer.auth_type", 2, "invalid value \"radius\"");
+    expect_error(lines({"[pgbouncer]", "auth_type = ldap"}), "pgbouncer.auth_ldap_options", 1,
+                 "requires argument \"ldapserver\" to be set");
     expect_error(lines({"[pgbouncer]", "default_pool_size = -3"}), "pgbouncer.default_pool_size", 2, ">= 0");
     expect_error(lines({"[pgbouncer]", "query_timeout = -1"}), "pgbouncer.query_timeout", 2, ">= 0");
     expect_error(lines({"[pgbouncer]", "query_timeout = 5s"}), "pgbouncer.query_timeout", 2,

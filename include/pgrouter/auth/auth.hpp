@@ -121,9 +121,38 @@ private:
     std::string error_;
 };
 
+// ---- LDAP (auth_type = "ldap" with auth_ldap_options; hba "ldap" lines) ------
+// PostgreSQL's options and modes: simple bind (DN = ldapprefix + user + ldapsuffix)
+// or search+bind (search ldapbasedn for the user, bound as ldapbinddn or anonymously,
+// then bind as the entry found).
+struct LdapOptions {
+    std::string scheme = "ldap";       // ldapscheme: ldap | ldaps
+    std::vector<std::string> servers;  // ldapserver: blank-separated host names
+    int port = 0;                      // ldapport; 0 = the scheme's own
+    bool starttls = false;             // ldaptls = 1
+    std::string prefix, suffix;        // simple bind
+    std::string basedn, binddn, bindpasswd, search_attribute, search_filter;  // search+bind
+    int scope = 2;                     // from ldapurl: 0 base, 1 one, 2 sub (the default)
+    bool search_mode() const { return !basedn.empty(); }
+    // "ldap://host1:port ldap://host2:port": the URI list libldap connects to.
+    std::string uri() const;
+};
+using OptionList = std::vector<std::pair<std::string, std::string>>;
+// The ldap* options of an hba line or of auth_ldap_options; nullopt + PostgreSQL's
+// message when an option is unknown, malformed, or the set is inconsistent.
+std::optional<LdapOptions> parse_ldap_options(const OptionList& options, std::string& error);
+// auth_ldap_options: blank-separated name=value, a value may be "quoted" ("" = a quote).
+std::optional<OptionList> split_options(std::string_view text, std::string& error);
+// The search filter for `user`: ldapsearchfilter with each $username replaced, else
+// (ldapsearchattribute=user) with uid as the attribute.
+std::string ldap_filter_for(const LdapOptions& o, std::string_view user);
+// PostgreSQL refuses, in search+bind mode, user names with * ( ) \ or / (they would
+// change the filter).
+bool ldap_user_name_allowed(std::string_view user);
+
 // ---- pg_hba.conf -------------------------------------------------------------
 enum class HbaConnType { local, host, hostssl, hostnossl };
-enum class HbaMethod { trust, reject, md5, scram_sha_256, password, cert, peer };
+enum class HbaMethod { trust, reject, md5, scram_sha_256, password, cert, peer, ldap };
 struct HbaRule {
     int line = 0;
     HbaConnType type = HbaConnType::host;
@@ -139,6 +168,7 @@ struct HbaRule {
     bool any_addr = false;  // "all"
     HbaMethod method = HbaMethod::reject;
     std::string map;  // map= option (peer, cert): an ident map of auth_ident_file; "" = none
+    std::optional<LdapOptions> ldap;  // the ldap* options of an ldap line
 };
 struct HbaParseResult {
     std::vector<HbaRule> rules;

@@ -14,7 +14,7 @@
 namespace pgrouter::config {
 
 enum class PoolMode { session, transaction, statement };
-enum class AuthType { trust, md5, scram_sha_256, hba, cert, plain, peer, any, pam };
+enum class AuthType { trust, md5, scram_sha_256, hba, cert, plain, peer, any, pam, ldap };
 enum class LogFormat { text, json };
 enum class SslMode { disable, allow, prefer, require, verify_ca, verify_full };
 enum class Route { primary, replica, auto_ };
@@ -45,6 +45,7 @@ struct Settings {  // [pgrouter]
     std::string auth_hba_file;
     std::string auth_ident_file;  // ident maps for map= in auth_hba_file (peer, cert)
     std::string auth_pam_service = "pgbouncer";  // PAM service name for auth_type = "pam" (PgBouncer's)
+    std::string auth_ldap_options;  // PostgreSQL's ldap* options, for auth_type = "ldap"
     std::string auth_user;
     std::string auth_query = "SELECT usename, passwd FROM pg_shadow WHERE usename=$1";
     std::string auth_dbname;  // database (of [databases]) auth_query runs in; "" = the client's

@@ -1,0 +1,33 @@
+// Password checks by an outside authority: PAM (auth_type = "pam") and an LDAP server
+// (auth_type = "ldap", hba "ldap" lines). Both libraries block (PAM modules read
+// files, run helpers or ask LDAP; libldap's synchronous calls wait for the network),
+// so the checks run on a small thread pool of their own and the worker that awaits
+// one keeps serving its other clients.
+#pragma once
+
+#include "pgrouter/auth/auth.hpp"
+
+#include <boost/asio/awaitable.hpp>
+
+#include <string>
+
+namespace pgrouter::session {
+
+struct ExternalAuthResult {
+    bool ok = false;
+    std::string reason;  // for the log when not ok (never the password)
+};
+
+// pam_authenticate then pam_acct_mgmt for `user` under `service`, answering every
+// prompt with `password`; `rhost` (the client's address) is given as PAM_RHOST.
+// Resumes on the awaiting coroutine's executor.
+boost::asio::awaitable<ExternalAuthResult> pam_check(const std::string& service, const std::string& user,
+                                                     const std::string& password, const std::string& rhost);
+
+// PostgreSQL's LDAP authentication: a simple bind as prefix + user + suffix, or a
+// search for the user's entry (bound as binddn, or anonymously) and a bind as it.
+// Each LDAP operation is bounded by `timeout_seconds`.
+boost::asio::awaitable<ExternalAuthResult> ldap_check(const auth::LdapOptions& options, const std::string& user,
+                                                      const std::string& password, int timeout_seconds = 10);
+
+}  // namespace pgrouter::session
