@@ -6,12 +6,14 @@
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <dlfcn.h>
 #include <ldap.h>
 #include <security/pam_appl.h>
 
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <optional>
 
 namespace pgrouter::session {
 
@@ -41,6 +43,102 @@ asio::awaitable<ExternalAuthResult> run_blocking(const std::function<ExternalAut
         },
         asio::use_awaitable);
     co_return result;
+}
+
+// ---- the libraries, loaded at first use ----------------------------------------------
+// libpam and libldap (with GnuTLS and SASL behind it) are opened only when a login
+// needs them: a pgrouter that authenticates otherwise never maps them (about 3 MB of
+// resident pages), and starts on a machine that lacks them.
+
+template <typename F>
+bool bind_symbol(void* lib, const char* name, F*& fn, std::string& why) {
+    fn = reinterpret_cast<F*>(::dlsym(lib, name));
+    if (!fn && why.empty()) {
+        why = "symbol ";
+        why.append(name).append(" not found");
+    }
+    return fn != nullptr;
+}
+
+void* open_library(std::initializer_list<const char*> names, std::string& why) {
+    for (const char* name : names)
+        if (void* lib = ::dlopen(name, RTLD_NOW | RTLD_LOCAL)) return lib;
+    const char* err = ::dlerror();
+    why = "cannot load ";
+    why.append(*names.begin());
+    if (err) why.append(": ").append(err);
+    return nullptr;
+}
+
+struct PamApi {
+    decltype(&::pam_start) start;
+    decltype(&::pam_set_item) set_item;
+    decltype(&::pam_authenticate) authenticate;
+    decltype(&::pam_acct_mgmt) acct_mgmt;
+    decltype(&::pam_strerror) strerror;
+    decltype(&::pam_end) end;
+};
+
+struct LdapApi {
+    decltype(&::ldap_initialize) initialize;
+    decltype(&::ldap_set_option) set_option;
+    decltype(&::ldap_get_option) get_option;
+    decltype(&::ldap_start_tls_s) start_tls_s;
+    decltype(&::ldap_sasl_bind_s) sasl_bind_s;
+    decltype(&::ldap_search_ext_s) search_ext_s;
+    decltype(&::ldap_count_entries) count_entries;
+    decltype(&::ldap_first_entry) first_entry;
+    decltype(&::ldap_get_dn) get_dn;
+    decltype(&::ldap_memfree) memfree;
+    decltype(&::ldap_msgfree) msgfree;
+    decltype(&::ldap_unbind_ext_s) unbind_ext_s;
+    decltype(&::ldap_err2string) err2string;
+};
+
+template <typename Api>
+struct Loaded {
+    std::optional<Api> api;
+    std::string why;  // when not loaded
+};
+
+const Loaded<PamApi>& pam_library() {
+    static const Loaded<PamApi> loaded = [] {
+        Loaded<PamApi> l;
+        void* lib = open_library({"libpam.so.0", "libpam.so"}, l.why);
+        if (!lib) return l;
+        PamApi a{};
+        if (bind_symbol(lib, "pam_start", a.start, l.why) && bind_symbol(lib, "pam_set_item", a.set_item, l.why) &&
+            bind_symbol(lib, "pam_authenticate", a.authenticate, l.why) &&
+            bind_symbol(lib, "pam_acct_mgmt", a.acct_mgmt, l.why) &&
+            bind_symbol(lib, "pam_strerror", a.strerror, l.why) && bind_symbol(lib, "pam_end", a.end, l.why))
+            l.api = a;
+        return l;
+    }();
+    return loaded;
+}
+
+const Loaded<LdapApi>& ldap_library() {
+    static const Loaded<LdapApi> loaded = [] {
+        Loaded<LdapApi> l;
+        void* lib = open_library({"libldap-2.5.so.0", "libldap.so.2", "libldap-2.4.so.2", "libldap.so"}, l.why);
+        if (!lib) return l;
+        LdapApi a{};
+        if (bind_symbol(lib, "ldap_initialize", a.initialize, l.why) &&
+            bind_symbol(lib, "ldap_set_option", a.set_option, l.why) &&
+            bind_symbol(lib, "ldap_get_option", a.get_option, l.why) &&
+            bind_symbol(lib, "ldap_start_tls_s", a.start_tls_s, l.why) &&
+            bind_symbol(lib, "ldap_sasl_bind_s", a.sasl_bind_s, l.why) &&
+            bind_symbol(lib, "ldap_search_ext_s", a.search_ext_s, l.why) &&
+            bind_symbol(lib, "ldap_count_entries", a.count_entries, l.why) &&
+            bind_symbol(lib, "ldap_first_entry", a.first_entry, l.why) &&
+            bind_symbol(lib, "ldap_get_dn", a.get_dn, l.why) && bind_symbol(lib, "ldap_memfree", a.memfree, l.why) &&
+            bind_symbol(lib, "ldap_msgfree", a.msgfree, l.why) &&
+            bind_symbol(lib, "ldap_unbind_ext_s", a.unbind_ext_s, l.why) &&
+            bind_symbol(lib, "ldap_err2string", a.err2string, l.why))
+            l.api = a;
+        return l;
+    }();
+    return loaded;
 }
 
 // ---- PAM ---------------------------------------------------------------------------
@@ -74,33 +172,39 @@ int converse(int n, const pam_message** msg, pam_response** resp, void* appdata)
 
 ExternalAuthResult pam_blocking(const std::string& service, const std::string& user, const std::string& password,
                                 const std::string& rhost) {
+    auto& lib = pam_library();
+    if (!lib.api) return {false, "PAM is not available: " + lib.why};
+    const PamApi& pam = *lib.api;
     pam_conv conv{&converse, const_cast<char*>(password.c_str())};
     pam_handle_t* pamh = nullptr;
-    int rc = ::pam_start(service.c_str(), user.c_str(), &conv, &pamh);
-    if (rc != PAM_SUCCESS) return {false, std::string("pam_start: ") + ::pam_strerror(pamh, rc)};
-    if (!rhost.empty()) ::pam_set_item(pamh, PAM_RHOST, rhost.c_str());
-    rc = ::pam_authenticate(pamh, PAM_SILENT);
-    if (rc == PAM_SUCCESS) rc = ::pam_acct_mgmt(pamh, PAM_SILENT);
-    ExternalAuthResult r{rc == PAM_SUCCESS, rc == PAM_SUCCESS ? std::string() : std::string(::pam_strerror(pamh, rc))};
-    ::pam_end(pamh, rc);
+    int rc = pam.start(service.c_str(), user.c_str(), &conv, &pamh);
+    if (rc != PAM_SUCCESS) return {false, std::string("pam_start: ") + pam.strerror(pamh, rc)};
+    if (!rhost.empty()) pam.set_item(pamh, PAM_RHOST, rhost.c_str());
+    rc = pam.authenticate(pamh, PAM_SILENT);
+    if (rc == PAM_SUCCESS) rc = pam.acct_mgmt(pamh, PAM_SILENT);
+    ExternalAuthResult r{rc == PAM_SUCCESS, rc == PAM_SUCCESS ? std::string() : std::string(pam.strerror(pamh, rc))};
+    pam.end(pamh, rc);
     return r;
 }
 
 // ---- LDAP --------------------------------------------------------------------------
 
+// Only called once ldap_blocking has seen the library loaded.
+const LdapApi& api() { return *ldap_library().api; }
+
 struct Ldap {
     LDAP* ld = nullptr;
     ~Ldap() {
-        if (ld) ::ldap_unbind_ext_s(ld, nullptr, nullptr);
+        if (ld) api().unbind_ext_s(ld, nullptr, nullptr);
     }
 };
 
 std::string ldap_error(LDAP* ld, int rc) {
-    std::string out = ::ldap_err2string(rc);
+    std::string out = api().err2string(rc);
     char* diag = nullptr;
-    if (ld && ::ldap_get_option(ld, LDAP_OPT_DIAGNOSTIC_MESSAGE, &diag) == LDAP_OPT_SUCCESS && diag) {
+    if (ld && api().get_option(ld, LDAP_OPT_DIAGNOSTIC_MESSAGE, &diag) == LDAP_OPT_SUCCESS && diag) {
         if (*diag && std::strcmp(diag, "(unknown error code)") != 0) out += std::string(" (") + diag + ")";
-        ::ldap_memfree(diag);
+        api().memfree(diag);
     }
     return out;
 }
@@ -108,19 +212,19 @@ std::string ldap_error(LDAP* ld, int rc) {
 // A connection set up as PostgreSQL does: protocol 3, then StartTLS when asked.
 bool ldap_open(const auth::LdapOptions& o, int timeout_seconds, Ldap& conn, std::string& why) {
     std::string uri = o.uri();
-    int rc = ::ldap_initialize(&conn.ld, uri.c_str());
+    int rc = api().initialize(&conn.ld, uri.c_str());
     if (rc != LDAP_SUCCESS) {
-        why = "could not initialize LDAP for " + uri + ": " + ::ldap_err2string(rc);
+        why = "could not initialize LDAP for " + uri + ": " + api().err2string(rc);
         return false;
     }
     int version = LDAP_VERSION3;
-    ::ldap_set_option(conn.ld, LDAP_OPT_PROTOCOL_VERSION, &version);
+    api().set_option(conn.ld, LDAP_OPT_PROTOCOL_VERSION, &version);
     timeval tv{timeout_seconds, 0};
-    ::ldap_set_option(conn.ld, LDAP_OPT_NETWORK_TIMEOUT, &tv);
-    ::ldap_set_option(conn.ld, LDAP_OPT_TIMEOUT, &tv);
-    ::ldap_set_option(conn.ld, LDAP_OPT_REFERRALS, LDAP_OPT_OFF);
+    api().set_option(conn.ld, LDAP_OPT_NETWORK_TIMEOUT, &tv);
+    api().set_option(conn.ld, LDAP_OPT_TIMEOUT, &tv);
+    api().set_option(conn.ld, LDAP_OPT_REFERRALS, LDAP_OPT_OFF);
     if (o.starttls) {
-        rc = ::ldap_start_tls_s(conn.ld, nullptr, nullptr);
+        rc = api().start_tls_s(conn.ld, nullptr, nullptr);
         if (rc != LDAP_SUCCESS) {
             why = "could not start LDAP TLS session: " + ldap_error(conn.ld, rc);
             return false;
@@ -131,11 +235,12 @@ bool ldap_open(const auth::LdapOptions& o, int timeout_seconds, Ldap& conn, std:
 
 int simple_bind(LDAP* ld, const std::string& dn, const std::string& password) {
     berval cred{static_cast<ber_len_t>(password.size()), const_cast<char*>(password.data())};
-    return ::ldap_sasl_bind_s(ld, dn.c_str(), LDAP_SASL_SIMPLE, &cred, nullptr, nullptr, nullptr);
+    return api().sasl_bind_s(ld, dn.c_str(), LDAP_SASL_SIMPLE, &cred, nullptr, nullptr, nullptr);
 }
 
 ExternalAuthResult ldap_blocking(const auth::LdapOptions& o, const std::string& user, const std::string& password,
                                  int timeout_seconds) {
+    if (auto& lib = ldap_library(); !lib.api) return {false, "LDAP is not available: " + lib.why};
     std::string why;
     std::string dn;
     if (o.search_mode()) {
@@ -151,25 +256,25 @@ ExternalAuthResult ldap_blocking(const auth::LdapOptions& o, const std::string& 
         char* attrs[] = {no_attributes, nullptr};
         timeval tv{timeout_seconds, 0};
         LDAPMessage* res = nullptr;
-        rc = ::ldap_search_ext_s(search.ld, o.basedn.c_str(), o.scope, filter.c_str(), attrs, 0, nullptr, nullptr,
+        rc = api().search_ext_s(search.ld, o.basedn.c_str(), o.scope, filter.c_str(), attrs, 0, nullptr, nullptr,
                                  &tv, 2, &res);
         struct Free {
             LDAPMessage* m;
             ~Free() {
-                if (m) ::ldap_msgfree(m);
+                if (m) api().msgfree(m);
             }
         } free_res{res};
         if (rc != LDAP_SUCCESS && rc != LDAP_SIZELIMIT_EXCEEDED)
             return {false, "could not search LDAP for filter \"" + filter + "\" on server \"" + o.uri() +
                                "\": " + ldap_error(search.ld, rc)};
-        int count = ::ldap_count_entries(search.ld, res);
+        int count = api().count_entries(search.ld, res);
         if (count != 1 || rc == LDAP_SIZELIMIT_EXCEEDED)
             return {false, count == 0 ? "LDAP user \"" + user + "\" does not exist (filter \"" + filter + "\")"
                                       : "LDAP user \"" + user + "\" is not unique (filter \"" + filter + "\")"};
-        char* found = ::ldap_get_dn(search.ld, ::ldap_first_entry(search.ld, res));
+        char* found = api().get_dn(search.ld, api().first_entry(search.ld, res));
         if (!found) return {false, "could not get dn for the first entry matching \"" + filter + "\""};
         dn = found;
-        ::ldap_memfree(found);
+        api().memfree(found);
     } else {
         dn = o.prefix + user + o.suffix;
     }
