@@ -357,9 +357,9 @@ asio::awaitable<bool> ClientSession::authenticate(Clock::time_point deadline) {
         ExternalAuthResult checked{false, "empty password"};  // as PostgreSQL: never asked
         if (password.empty()) {
         } else if (method == kPam) {
-            checked = co_await pam_check(st.auth_pam_service, user, password, rhost);
+            checked = co_await pam_check(st.auth_pam_service, user, password, rhost, deadline);
         } else {
-            checked = co_await ldap_check(*ldap, user, password);
+            checked = co_await ldap_check(*ldap, user, password, deadline);
         }
         if (!checked.ok) {
             spdlog::info("C-{}: {} authentication failed for user \"{}\": {}", id_, kind, user, checked.reason);

@@ -1,8 +1,10 @@
 #include "pgrouter/session/external_auth.hpp"
 
-#include <boost/asio/associated_executor.hpp>
-#include <boost/asio/async_result.hpp>
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
@@ -10,6 +12,7 @@
 #include <ldap.h>
 #include <security/pam_appl.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
@@ -28,21 +31,37 @@ asio::thread_pool& check_threads() {
     return *pool;
 }
 
-// Runs `check` on the pool; resumes the awaiting coroutine on its own executor.
-asio::awaitable<ExternalAuthResult> run_blocking(const std::function<ExternalAuthResult()>& check) {
-    ExternalAuthResult result;
-    // `check` and `result` live in this frame, which outlives the call: the coroutine
-    // resumes only after the pool thread has finished with them.
-    co_await asio::async_initiate<const asio::use_awaitable_t<>&, void()>(
-        [&](auto handler) {
-            auto ex = asio::get_associated_executor(handler);
-            asio::post(check_threads(), [&, ex, handler = std::move(handler)]() mutable {
-                result = check();
-                asio::post(ex, std::move(handler));
-            });
-        },
-        asio::use_awaitable);
-    co_return result;
+// Runs `check` on the pool and waits for it until `deadline` (the client's login
+// deadline): a check that has not answered by then is abandoned (its answer, when it
+// comes, is dropped), and one still queued then is never started. `check` owns what
+// it uses: the awaiting coroutine may be gone when it runs.
+asio::awaitable<ExternalAuthResult> run_blocking(std::function<ExternalAuthResult()> check,
+                                                 std::chrono::steady_clock::time_point deadline) {
+    auto ex = co_await asio::this_coro::executor;
+    struct Pending {
+        explicit Pending(const asio::any_io_executor& e) : timer(e) {}
+        asio::steady_timer timer;  // woken by the answer, or expiring at the deadline
+        ExternalAuthResult result;
+        bool done = false;  // touched on the awaiting worker's thread only
+        std::atomic<bool> abandoned{false};
+    };
+    auto pending = std::make_shared<Pending>(ex);
+    pending->timer.expires_at(deadline);
+    asio::post(check_threads(), [pending, ex, check = std::move(check)] {
+        ExternalAuthResult r = pending->abandoned.load() ? ExternalAuthResult{false, "abandoned"} : check();
+        asio::post(ex, [pending, r = std::move(r)]() mutable {
+            if (pending->abandoned.load()) return;
+            pending->result = std::move(r);
+            pending->done = true;
+            pending->timer.cancel();
+        });
+    });
+    co_await pending->timer.async_wait(asio::as_tuple(asio::use_awaitable));
+    if (!pending->done) {
+        pending->abandoned = true;
+        co_return ExternalAuthResult{false, "no answer before client_login_timeout"};
+    }
+    co_return std::move(pending->result);
 }
 
 // ---- the libraries, loaded at first use ----------------------------------------------
@@ -290,17 +309,23 @@ ExternalAuthResult ldap_blocking(const auth::LdapOptions& o, const std::string& 
 }  // namespace
 
 asio::awaitable<ExternalAuthResult> pam_check(const std::string& service, const std::string& user,
-                                              const std::string& password, const std::string& rhost) {
-    std::function<ExternalAuthResult()> check = [&] { return pam_blocking(service, user, password, rhost); };
-    co_return co_await run_blocking(check);
+                                              const std::string& password, const std::string& rhost,
+                                              std::chrono::steady_clock::time_point deadline) {
+    std::function<ExternalAuthResult()> check = [service, user, password, rhost] {
+        return pam_blocking(service, user, password, rhost);
+    };
+    co_return co_await run_blocking(std::move(check), deadline);
 }
 
 asio::awaitable<ExternalAuthResult> ldap_check(const auth::LdapOptions& options, const std::string& user,
-                                               const std::string& password, int timeout_seconds) {
+                                               const std::string& password,
+                                               std::chrono::steady_clock::time_point deadline, int timeout_seconds) {
     // An empty password would be an unauthenticated bind, which LDAP servers accept.
     if (password.empty()) co_return ExternalAuthResult{false, "empty password"};
-    std::function<ExternalAuthResult()> check = [&] { return ldap_blocking(options, user, password, timeout_seconds); };
-    co_return co_await run_blocking(check);
+    std::function<ExternalAuthResult()> check = [options, user, password, timeout_seconds] {
+        return ldap_blocking(options, user, password, timeout_seconds);
+    };
+    co_return co_await run_blocking(std::move(check), deadline);
 }
 
 }  // namespace pgrouter::session

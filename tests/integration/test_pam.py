@@ -160,3 +160,38 @@ def test_pam_needs_a_service_name(pgrouter):
     with pytest.raises(helpers.StartError) as e:
         p.start()
     assert "auth_pam_service" in str(e.value) and "requires a PAM service name" in str(e.value), e.value
+
+
+def test_client_login_timeout_bounds_a_pam_check(pgrouter, pam_service):
+    """client_login_timeout bounds the wait for PAM too: clients whose checks hang are
+    refused (28000) when it passes, and a check still queued then (both PAM threads
+    busy with the hanging ones) is dropped without being started."""
+    name, d = pam_service
+    (d / "slow.txt").write_text("app_scram\n")
+    p = start(pgrouter, name, client_login_timeout=2)
+    errors = []
+
+    def login():
+        try:
+            p.wire(user="app_scram", password=PASSWORDS["app_scram"], timeout=30).terminate()
+        except pgwire.PgError as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=login) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        helpers.wait_until(lambda: calls(d).count("waiting app_scram") == 2, 20, "two PAM checks hanging")
+        for t in threads:
+            t.join(30)
+        assert len(errors) == 3 and all(e.sqlstate == "28000" for e in errors), errors
+        assert p.log().count("no answer before client_login_timeout") == 3, p.log()[-3000:]
+    finally:
+        (d / "go").touch()
+        for t in threads:
+            t.join(30)
+    # The queue is first in, first out: once a later login has been checked, the
+    # queued one has been taken, and it was never handed to PAM.
+    c = p.wire(user="app_plain", password=PASSWORDS["app_plain"])
+    c.terminate()
+    assert sum(line.startswith("auth app_scram ") for line in calls(d)) == 2, calls(d)

@@ -9,6 +9,7 @@
 
 #include <boost/asio/awaitable.hpp>
 
+#include <chrono>
 #include <string>
 
 namespace pgrouter::session {
@@ -20,14 +21,18 @@ struct ExternalAuthResult {
 
 // pam_authenticate then pam_acct_mgmt for `user` under `service`, answering every
 // prompt with `password`; `rhost` (the client's address) is given as PAM_RHOST.
-// Resumes on the awaiting coroutine's executor.
+// Resumes on the awaiting coroutine's executor, at the latest at `deadline` (the
+// client's login deadline: the check is then abandoned, or never started if queued).
 boost::asio::awaitable<ExternalAuthResult> pam_check(const std::string& service, const std::string& user,
-                                                     const std::string& password, const std::string& rhost);
+                                                     const std::string& password, const std::string& rhost,
+                                                     std::chrono::steady_clock::time_point deadline);
 
 // PostgreSQL's LDAP authentication: a simple bind as prefix + user + suffix, or a
 // search for the user's entry (bound as binddn, or anonymously) and a bind as it.
-// Each LDAP operation is bounded by `timeout_seconds`.
+// Each LDAP operation is bounded by `timeout_seconds`, the whole by `deadline` (as PAM's).
 boost::asio::awaitable<ExternalAuthResult> ldap_check(const auth::LdapOptions& options, const std::string& user,
-                                                      const std::string& password, int timeout_seconds = 10);
+                                                      const std::string& password,
+                                                      std::chrono::steady_clock::time_point deadline,
+                                                      int timeout_seconds = 10);
 
 }  // namespace pgrouter::session
