@@ -184,3 +184,20 @@ def test_auth_type_ldap_in_pgbouncer_ini(pgrouter, ldap_server):
                  userlist={"pgbouncer": PASSWORDS["pgbouncer"]}, fmt="ini")
     r = p.psql("-A", "-t", "-c", "SELECT current_user", user="app_plain", password=PASSWORDS["app_plain"])
     assert r.returncode == 0 and r.stdout.strip() == "app_plain", r.stderr
+
+
+def test_ldap_logins_under_load(pgrouter, ldap_server, tmp_path):
+    """pgbench with a new connection per transaction (-C), 8 clients for 4 s: every login
+    goes to LDAP (two check threads, one libldap handle each per login) and none fails."""
+    script = tmp_path / "one.sql"
+    script.write_text("SELECT 1;\n")
+    p = start(pgrouter, {"auth_ldap_options": simple_bind_options(ldap_server)})
+    r = p.pgbench("-n", "-C", "-c", "8", "-j", "2", "-T", "4", "-f", str(script), user="app_plain", timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    done = int(next(line.split()[-1].split("/")[0] for line in r.stdout.splitlines()
+                    if "number of transactions actually processed" in line))
+    assert done > 0 and "aborted" not in r.stdout.split("number of failed")[0], r.stdout
+    binds = [line for line in ldap_server.log().splitlines()
+             if 'BIND dn="uid=app_plain' in line and "mech=SIMPLE" in line]
+    assert len(binds) >= done, (len(binds), done)  # one bind per login at least
+    assert "LDAP authentication failed" not in p.log()
