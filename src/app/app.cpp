@@ -8,6 +8,7 @@
 #include "pgrouter/pool/pool.hpp"
 #include "pgrouter/session/client_session.hpp"
 #include "pgrouter/session/errors.hpp"
+#include "pgrouter/session/external_auth.hpp"
 #include "pgrouter/stats/metrics.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -463,6 +464,7 @@ int App::run() {
         w->ctx().stop();
         w->join();
     }
+    session::stop_external_checks();  // a PAM/LDAP check still running must not answer a dead loop
     if (!d.unix_path.empty()) ::unlink(d.unix_path.c_str());
     if (!st.pidfile.empty()) ::unlink(st.pidfile.c_str());
     spdlog::info("pgrouter stopped");

@@ -355,12 +355,10 @@ asio::awaitable<bool> ClientSession::authenticate(Clock::time_point deadline) {
         const std::string user = user_.str();
         const std::string rhost = client_.is_unix() ? std::string() : client_.peer_ip();
         ExternalAuthResult checked{false, "empty password"};  // as PostgreSQL: never asked
-        if (password.empty()) {
-        } else if (method == kPam) {
+        if (!password.empty() && method == kPam)
             checked = co_await pam_check(st.auth_pam_service, user, password, rhost, deadline);
-        } else {
+        else if (!password.empty())
             checked = co_await ldap_check(*ldap, user, password, deadline);
-        }
         if (!checked.ok) {
             spdlog::info("C-{}: {} authentication failed for user \"{}\": {}", id_, kind, user, checked.reason);
             // PostgreSQL's message and SQLSTATE for these methods.

@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <mutex>
 #include <optional>
 
 namespace pgrouter::session {
@@ -31,6 +32,17 @@ asio::thread_pool& check_threads() {
     return *pool;
 }
 
+// Answers go to the awaiting worker's event loop only while those loops exist:
+// stop_external_checks() closes the gate before they are destroyed.
+struct AnswerGate {
+    std::mutex mutex;
+    bool open = true;
+};
+AnswerGate& answer_gate() {
+    static auto* gate = new AnswerGate;  // never destroyed: check threads may outlive main
+    return *gate;
+}
+
 // Runs `check` on the pool and waits for it until `deadline` (the client's login
 // deadline): a check that has not answered by then is abandoned (its answer, when it
 // comes, is dropped), and one still queued then is never started. `check` owns what
@@ -38,29 +50,38 @@ asio::thread_pool& check_threads() {
 asio::awaitable<ExternalAuthResult> run_blocking(std::function<ExternalAuthResult()> check,
                                                  std::chrono::steady_clock::time_point deadline) {
     auto ex = co_await asio::this_coro::executor;
+    // Shared with the check thread, which may drop its reference after the workers'
+    // event loops are gone: so no I/O object in here (the timer stays in this frame).
     struct Pending {
-        explicit Pending(const asio::any_io_executor& e) : timer(e) {}
-        asio::steady_timer timer;  // woken by the answer, or expiring at the deadline
         ExternalAuthResult result;
-        bool done = false;  // touched on the awaiting worker's thread only
+        bool done = false;                   // worker thread only
+        asio::steady_timer* timer = nullptr;  // this frame's, while `abandoned` is false
         std::atomic<bool> abandoned{false};
     };
-    auto pending = std::make_shared<Pending>(ex);
-    pending->timer.expires_at(deadline);
+    auto pending = std::make_shared<Pending>();
+    asio::steady_timer timer(ex, deadline);  // woken by the answer, or expiring at the deadline
+    pending->timer = &timer;
+    // However this frame ends (answer, deadline, or destroyed with its event loop), a
+    // later answer must not touch it.
+    struct Abandon {
+        Pending& p;
+        ~Abandon() { p.abandoned = true; }
+    } abandon{*pending};
     asio::post(check_threads(), [pending, ex, check = std::move(check)] {
         ExternalAuthResult r = pending->abandoned.load() ? ExternalAuthResult{false, "abandoned"} : check();
+        auto& gate = answer_gate();
+        std::lock_guard lock(gate.mutex);
+        if (!gate.open) return;  // pgrouter is stopping: no event loop to answer to
         asio::post(ex, [pending, r = std::move(r)]() mutable {
+            // Runs on the awaiting worker's thread, as the frame's own code: no race.
             if (pending->abandoned.load()) return;
             pending->result = std::move(r);
             pending->done = true;
-            pending->timer.cancel();
+            pending->timer->cancel();
         });
     });
-    co_await pending->timer.async_wait(asio::as_tuple(asio::use_awaitable));
-    if (!pending->done) {
-        pending->abandoned = true;
-        co_return ExternalAuthResult{false, "no answer before client_login_timeout"};
-    }
+    co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+    if (!pending->done) co_return ExternalAuthResult{false, "no answer before client_login_timeout"};
     co_return std::move(pending->result);
 }
 
@@ -307,6 +328,12 @@ ExternalAuthResult ldap_blocking(const auth::LdapOptions& o, const std::string& 
 }
 
 }  // namespace
+
+void stop_external_checks() {
+    auto& gate = answer_gate();
+    std::lock_guard lock(gate.mutex);
+    gate.open = false;
+}
 
 asio::awaitable<ExternalAuthResult> pam_check(const std::string& service, const std::string& user,
                                               const std::string& password, const std::string& rhost,

@@ -35,4 +35,8 @@ boost::asio::awaitable<ExternalAuthResult> ldap_check(const auth::LdapOptions& o
                                                       std::chrono::steady_clock::time_point deadline,
                                                       int timeout_seconds = 10);
 
+// Called once the workers have stopped, before their event loops are destroyed: a
+// check still running then drops its answer instead of posting it to a dead loop.
+void stop_external_checks();
+
 }  // namespace pgrouter::session
