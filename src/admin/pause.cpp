@@ -5,7 +5,12 @@
 #include "pgrouter/app/runtime.hpp"
 #include "pgrouter/session/errors.hpp"
 
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <chrono>
 #include <cstring>
+#include <memory>
 
 namespace pgrouter::admin {
 
@@ -20,6 +25,21 @@ asio::awaitable<int> linked_servers(Context& ctx, const std::string& db) {
         if (std::strcmp(s.state, "active") == 0 && (db.empty() || s.database == db)) ++n;
     co_return n;
 }
+
+// Sessions not yet settled for SUSPEND (every worker); with `force`, they are dropped.
+asio::awaitable<int> suspend_round(Context& ctx, bool force) {
+    auto busy = std::make_shared<std::atomic<int>>(0);
+    WorkerFn fn = [busy, force](app::Worker& w) {
+        for (auto& weak : w.sessions()) {
+            auto s = weak.lock();
+            if (!s || !s->suspend_busy()) continue;
+            ++*busy;
+            if (force) s->kill(sqlstate::protocol_violation, "suspend_timeout");
+        }
+    };
+    co_await on_every_worker(ctx.worker, fn);
+    co_return busy->load();
+}
 }  // namespace
 
 // PAUSE [db]: new transactions wait (the session checks is_paused before it
@@ -31,6 +51,10 @@ asio::awaitable<void> pause(Context& ctx, const Command& cmd) {
     if (!db_arg) co_return;
     const std::string db = *db_arg;
     std::string key = db.empty() ? "*" : db;
+    if (ctx.rt.suspended.load()) {
+        ctx.error(sqlstate::object_not_in_prerequisite_state, "already suspended/paused");
+        co_return;
+    }
     if (ctx.rt.is_paused(key)) {
         ctx.error(sqlstate::object_not_in_prerequisite_state, db.empty() ? "already paused" : "database " + db + " is already paused");
         co_return;
@@ -70,12 +94,34 @@ asio::awaitable<void> resume(Context& ctx, const Command& cmd) {
 
 // SUSPEND: every session forwards what it has already read, then reads nothing
 // more from its client or server until RESUME (the admin console keeps working).
-// pgrouter has no socket hand-over to a new process (PgBouncer's online restart).
+// As PgBouncer's, the command answers once every session has flushed: nobody is in
+// the middle of a write, logging in or queued for a server. After suspend_timeout
+// those still busy are dropped with "suspend_timeout". pgrouter has no socket
+// hand-over to a new process (PgBouncer's online restart).
 asio::awaitable<void> suspend(Context& ctx, const Command& cmd) {
     if (cmd.size() != 1) co_return invalid_command(ctx, cmd);
+    if (ctx.rt.suspended.load() || ctx.rt.is_paused("*")) {
+        ctx.error(sqlstate::object_not_in_prerequisite_state, "already suspended/paused");
+        co_return;
+    }
     ctx.rt.suspended.store(true);
+    const double limit = ctx.rt.snapshot()->config->settings.suspend_timeout;
+    const auto started = std::chrono::steady_clock::now();
+    for (;;) {
+        if (!ctx.rt.suspended.load()) {
+            ctx.error(sqlstate::object_not_in_prerequisite_state, "SUSPEND cancelled by RESUME");
+            co_return;
+        }
+        const bool force = limit > 0 && std::chrono::steady_clock::now() - started >= std::chrono::duration<double>(limit);
+        int busy = co_await suspend_round(ctx, force);
+        if (busy == 0) break;
+        if (force) {
+            spdlog::warn("SUSPEND: suspend_timeout ({}s) passed, {} connection(s) dropped", limit, busy);
+            break;
+        }
+        co_await sleep_for(ctx, kPollInterval);
+    }
     ctx.complete("SUSPEND");
-    co_return;
 }
 
 asio::awaitable<void> disable(Context& ctx, const Command& cmd) {

@@ -97,6 +97,7 @@ const std::vector<Key>& keys() {
             SETTING(query_timeout, true),          SETTING(query_wait_timeout, true),
             SETTING(client_idle_timeout, true),    SETTING(client_login_timeout, true),
             SETTING(idle_transaction_timeout, true), SETTING(shutdown_timeout, true),
+            SETTING(suspend_timeout, true),
             SETTING(autodb_idle_timeout, true),    SETTING(pool_idle_timeout, true),
             SETTING(ignore_startup_parameters, true), SETTING(application_name_add_host, true),
             SETTING(log_connections, true),        SETTING(log_disconnections, true),

@@ -381,6 +381,7 @@ struct App::Impl {
             } else if (sig == SIGUSR2) {
                 spdlog::info("SIGUSR2: RESUME");
                 rt.set_paused("*", false);
+                rt.suspended.store(false);  // also ends a SUSPEND, as in PgBouncer
             } else {
                 begin_shutdown(++signals_seen > 1);
             }

@@ -462,6 +462,7 @@ constexpr Field<Settings> settings_fields[] = {
     {"idle_transaction_timeout", seconds_field<&S::idle_transaction_timeout>},
     {"transaction_timeout", seconds_field<&S::transaction_timeout>},
     {"query_wait_notify", seconds_field<&S::query_wait_notify>},
+    {"suspend_timeout", seconds_field<&S::suspend_timeout>},
     {"login_notify_message", string_field<&S::login_notify_message>},
     {"shutdown_timeout", seconds_field<&S::shutdown_timeout>},
     {"autodb_idle_timeout", seconds_field<&S::autodb_idle_timeout>},

@@ -20,7 +20,7 @@ constexpr std::string_view unsupported_keys[] = {
     "cancel_wait_timeout", "conffile", "dns_max_ttl",
     "dns_nxdomain_ttl", "dns_zone_check_period", "job_name",
     "peer_id", "pkt_buf", "resolv_conf", "sbuf_loopcnt",
-    "service_name", "so_reuseport", "suspend_timeout", "syslog",
+    "service_name", "so_reuseport", "syslog",
     "syslog_facility", "syslog_ident",
     "track_extra_parameters",
     "user", "logfile_rotate", "log_rotate_age", "stats_users_prefix"};

@@ -178,7 +178,7 @@ asio::awaitable<bool> ClientSession::read_auth_message(std::string& body, Clock:
     }
 }
 
-asio::awaitable<bool> ClientSession::authenticate(Clock::time_point deadline) {
+asio::awaitable<bool> ClientSession::authenticate(Clock::time_point& deadline) {
     auto& cfg = *snap_->config;
     auto& st = cfg.settings;
     const auto& ignore = st.ignore_startup_parameters;
@@ -229,6 +229,17 @@ asio::awaitable<bool> ClientSession::authenticate(Clock::time_point deadline) {
     }
     if (database_.empty()) database_ = user_;
     if (st.log_connections) spdlog::info("C-{}: {}/{}@{} login attempt", id_, database_.str(), user_.str(), peer_);
+    if (worker_.runtime().suspended.load() && !admin::is_admin_database(database_)) {
+        // SUSPEND: the login goes on at RESUME (a console still opens, to RESUME with).
+        // PgBouncer leaves such clients in the listen backlog; the wait does not count
+        // against client_login_timeout there, nor here.
+        login_held_ = true;
+        auto held = Clock::now();
+        co_await wait_while_suspended();
+        login_held_ = false;
+        deadline += Clock::now() - held;
+        if (closing_) co_return false;
+    }
 
     // PgBouncer's rule: our own OS user on the unix socket may open the console as pgbouncer.
     if (admin::is_admin_database(database_) && user_ == "pgbouncer" && client_.is_unix() &&
@@ -356,9 +367,10 @@ asio::awaitable<bool> ClientSession::authenticate(Clock::time_point deadline) {
         const std::string rhost = client_.is_unix() ? std::string() : client_.peer_ip();
         ExternalAuthResult checked{false, "empty password"};  // as PostgreSQL: never asked
         if (!password.empty() && method == kPam)
-            checked = co_await pam_check(st.auth_pam_service, user, password, rhost, deadline);
+            checked = co_await pam_check(st.auth_pam_service, user, password, rhost, deadline, &login_->cancel_check);
         else if (!password.empty())
-            checked = co_await ldap_check(*ldap, user, password, deadline);
+            checked = co_await ldap_check(*ldap, user, password, deadline, &login_->cancel_check);
+        if (closing_) co_return false;  // killed while it waited: the kill's error is the answer
         if (!checked.ok) {
             spdlog::info("C-{}: {} authentication failed for user \"{}\": {}", id_, kind, user, checked.reason);
             // PostgreSQL's message and SQLSTATE for these methods.

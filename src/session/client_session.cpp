@@ -2,6 +2,7 @@
 // release the server at the first clean point. Login lives in client_login.cpp.
 #include "pgrouter/session/client_session.hpp"
 
+#include "pgrouter/admin/admin.hpp"
 #include "pgrouter/app/runtime.hpp"
 #include "pgrouter/pool/pool.hpp"
 #include "pgrouter/routing/cluster.hpp"
@@ -107,6 +108,7 @@ void ClientSession::kill(std::string_view state, std::string message) {
     closing_ = true;
     client_.cancel();
     if (server_) server_->stream().cancel();
+    if (login_ && login_->cancel_check) login_->cancel_check();  // a login waiting for PAM/LDAP
     if (waiting_ && pool_) pool_->wake_waiter(worker_, &closing_);  // queued for a server: leave the queue now
 }
 
@@ -153,6 +155,12 @@ asio::awaitable<void> ClientSession::run() {
         spdlog::info("C-{}: {}/{}@{} closing because: {}", id_, database_.str(), user_.str(), peer_,
                      kill_reason_ ? kill_reason_->second
                                   : logged_in_ ? "client close request" : "client left during login");
+}
+
+bool ClientSession::suspend_busy() const {
+    if (closing_ || admin::is_admin_database(database_)) return false;  // a session ending is not waited for
+    if (!logged_in_) return !login_held_;
+    return waiting_ || writing_ || pump_writing_ || notice_writing_;
 }
 
 bool ClientSession::releasable() const {
@@ -648,10 +656,13 @@ asio::awaitable<void> ClientSession::pump() {
             a.held.assign(buf.data + keep, n - keep);
             for (auto it = drops.rbegin(); it != drops.rend(); ++it)
                 v.erase(static_cast<std::size_t>(base + it->first), static_cast<std::size_t>(it->second - it->first));
+            pump_writing_ = true;
             wec = co_await client_.write_all(asio::buffer(v));
         } else {
+            pump_writing_ = true;
             wec = co_await client_.write_all(asio::buffer(buf.data, n));
         }
+        pump_writing_ = false;
         if (wec) {
             client_broken_ = true;
             closing_ = true;

@@ -48,7 +48,8 @@ AnswerGate& answer_gate() {
 // comes, is dropped), and one still queued then is never started. `check` owns what
 // it uses: the awaiting coroutine may be gone when it runs.
 asio::awaitable<ExternalAuthResult> run_blocking(std::function<ExternalAuthResult()> check,
-                                                 std::chrono::steady_clock::time_point deadline) {
+                                                 std::chrono::steady_clock::time_point deadline,
+                                                 CheckCanceller* cancel) {
     auto ex = co_await asio::this_coro::executor;
     // Shared with the check thread, which may drop its reference after the workers'
     // event loops are gone: so no I/O object in here (the timer stays in this frame).
@@ -65,8 +66,13 @@ asio::awaitable<ExternalAuthResult> run_blocking(std::function<ExternalAuthResul
     // later answer must not touch it.
     struct Abandon {
         Pending& p;
-        ~Abandon() { p.abandoned = true; }
-    } abandon{*pending};
+        CheckCanceller* cancel;
+        ~Abandon() {
+            p.abandoned = true;
+            if (cancel) *cancel = nullptr;
+        }
+    } abandon{*pending, cancel};
+    if (cancel) *cancel = [&timer] { timer.cancel(); };
     asio::post(check_threads(), [pending, ex, check = std::move(check)] {
         ExternalAuthResult r = pending->abandoned.load() ? ExternalAuthResult{false, "abandoned"} : check();
         auto& gate = answer_gate();
@@ -81,7 +87,11 @@ asio::awaitable<ExternalAuthResult> run_blocking(std::function<ExternalAuthResul
         });
     });
     co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
-    if (!pending->done) co_return ExternalAuthResult{false, "no answer before client_login_timeout"};
+    if (!pending->done) {
+        if (std::chrono::steady_clock::now() < deadline)
+            co_return ExternalAuthResult{false, "the login ended while the check was running"};
+        co_return ExternalAuthResult{false, "no answer before client_login_timeout"};
+    }
     co_return std::move(pending->result);
 }
 
@@ -337,22 +347,24 @@ void stop_external_checks() {
 
 asio::awaitable<ExternalAuthResult> pam_check(const std::string& service, const std::string& user,
                                               const std::string& password, const std::string& rhost,
-                                              std::chrono::steady_clock::time_point deadline) {
+                                              std::chrono::steady_clock::time_point deadline,
+                                              CheckCanceller* cancel) {
     std::function<ExternalAuthResult()> check = [service, user, password, rhost] {
         return pam_blocking(service, user, password, rhost);
     };
-    co_return co_await run_blocking(std::move(check), deadline);
+    co_return co_await run_blocking(std::move(check), deadline, cancel);
 }
 
 asio::awaitable<ExternalAuthResult> ldap_check(const auth::LdapOptions& options, const std::string& user,
                                                const std::string& password,
-                                               std::chrono::steady_clock::time_point deadline, int timeout_seconds) {
+                                               std::chrono::steady_clock::time_point deadline,
+                                               CheckCanceller* cancel, int timeout_seconds) {
     // An empty password would be an unauthenticated bind, which LDAP servers accept.
     if (password.empty()) co_return ExternalAuthResult{false, "empty password"};
     std::function<ExternalAuthResult()> check = [options, user, password, timeout_seconds] {
         return ldap_blocking(options, user, password, timeout_seconds);
     };
-    co_return co_await run_blocking(std::move(check), deadline);
+    co_return co_await run_blocking(std::move(check), deadline, cancel);
 }
 
 }  // namespace pgrouter::session

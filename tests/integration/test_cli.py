@@ -104,10 +104,10 @@ def test_check_ini_warnings_are_one_line_each_in_the_same_form(tmp_path):
     (tmp_path / "userlist.txt").write_text('"app_md5" "md5-secret"\n')
     path = tmp_path / "pgbouncer.ini"
     path.write_text("[databases]\ntestdb = host=127.0.0.1 port=5432\n[pgbouncer]\nlisten_port = 6432\n"
-                    f"auth_file = {tmp_path}/userlist.txt\nsuspend_timeout = 10\ntcp_keepidle = 30\n")
+                    f"auth_file = {tmp_path}/userlist.txt\ntrack_extra_parameters = search_path\ntcp_keepidle = 30\n")
     r = pgrouter_cmd("--check", path)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stderr.splitlines() == [f"{path}:6: pgbouncer.suspend_timeout: warning: not supported by pgrouter, "
+    assert r.stderr.splitlines() == [f"{path}:6: pgbouncer.track_extra_parameters: warning: not supported by pgrouter, "
                                      "ignored"], r.stderr
 
 

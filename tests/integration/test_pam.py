@@ -7,6 +7,7 @@ by auth_pam_service) runs pam_exec with the password on stdin, so no OS account 
 needed. Writing /etc/pam.d needs root, which the test run has (scripts/test.sh)."""
 
 import os
+from contextlib import closing
 import secrets
 import threading
 from pathlib import Path
@@ -195,3 +196,43 @@ def test_client_login_timeout_bounds_a_pam_check(pgrouter, pam_service):
     c = p.wire(user="app_plain", password=PASSWORDS["app_plain"])
     c.terminate()
     assert sum(line.startswith("auth app_scram ") for line in calls(d)) == 2, calls(d)
+
+
+def test_a_login_waiting_for_pam_ends_at_once_when_killed(pgrouter, pam_service):
+    """KILL_CLIENT ends a login that waits for a hanging PAM check at once (57P01), not
+    at client_login_timeout; the check's late answer is dropped and PAM logins go on."""
+    name, d = pam_service
+    (d / "slow.txt").write_text("app_scram\n")
+    with open(d / "passwords.txt", "a") as f:  # the console logs in through PAM too
+        f.write(f"pgbouncer:{PASSWORDS['pgbouncer']}\n")
+    p = start(pgrouter, name, client_login_timeout=60)
+    result = {}
+
+    def login():
+        try:
+            p.wire(user="app_scram", password=PASSWORDS["app_scram"], timeout=60).terminate()
+            result["ok"] = True
+        except Exception as e:  # reported by the assertions below
+            result["error"] = e
+
+    t = threading.Thread(target=login)
+    t.start()
+    try:
+        helpers.wait_until(lambda: "waiting app_scram" in calls(d), 20, "the slow PAM check began")
+        with closing(p.connect(user="pgbouncer", dbname="pgbouncer")) as c, c.cursor() as cur:
+            cur.execute("SHOW CLIENTS")
+            names = [col[0] for col in cur.description]
+            rows = [dict(zip(names, r)) for r in cur.fetchall()]
+            ids = [r["id"] for r in rows if r["user"] == "app_scram"]
+            assert len(ids) == 1, rows
+            cur.execute(f"KILL_CLIENT {ids[0]}")
+        t.join(10)
+        assert not t.is_alive(), "the killed login still waits for its PAM check"
+        assert isinstance(result.get("error"), pgwire.PgError) and result["error"].sqlstate == "57P01", result
+        assert "login failed: client killed by admin command KILL_CLIENT" in p.log()
+    finally:
+        (d / "go").touch()
+        t.join(30)
+    c = p.wire(user="app_plain", password=PASSWORDS["app_plain"])
+    assert c.scalar("SELECT current_user") == "app_plain"
+    c.terminate()

@@ -247,6 +247,7 @@ TEST(IniSettings, KeysMapOntoSettingsAndTls) {
         "max_user_client_connections = 40",
         "transaction_timeout = 30",
         "query_wait_notify = 0",
+        "suspend_timeout = 2.5",
         "scram_iterations = 10000",
         "server_reset_query = DISCARD ALL; SELECT 1",
         "log_connections = no",
@@ -280,6 +281,7 @@ TEST(IniSettings, KeysMapOntoSettingsAndTls) {
     EXPECT_EQ(s.max_user_client_connections, 40);
     EXPECT_DOUBLE_EQ(s.transaction_timeout, 30.0);
     EXPECT_DOUBLE_EQ(s.query_wait_notify, 0.0);
+    EXPECT_DOUBLE_EQ(s.suspend_timeout, 2.5);
     EXPECT_EQ(s.scram_iterations, 10000);
     EXPECT_EQ(s.server_reset_query, "DISCARD ALL; SELECT 1");
     EXPECT_FALSE(s.log_connections);
@@ -401,7 +403,7 @@ TEST(IniSettings, UnsupportedAndUnknownKeysAreWarnings) {
         "so_reuseport = 1",
         "sbuf_loopcnt = 10",
         "dns_max_ttl = 15",
-        "suspend_timeout = 10",
+        "track_extra_parameters = search_path",
         "listen_prot = 6432",
         "listen_port = 7000",
         "[peers]",
@@ -417,8 +419,8 @@ TEST(IniSettings, UnsupportedAndUnknownKeysAreWarnings) {
     EXPECT_EQ(find(r, "pgbouncer.sbuf_loopcnt")->line, 3);
     EXPECT_EQ(find(r, "pgbouncer.dns_max_ttl")->reason,
               "ignored: pgrouter resolves host names at each new server connection and caches nothing");
-    EXPECT_EQ(find(r, "pgbouncer.suspend_timeout")->reason, "not supported by pgrouter, ignored");
-    EXPECT_EQ(find(r, "pgbouncer.suspend_timeout")->line, 5);
+    EXPECT_EQ(find(r, "pgbouncer.track_extra_parameters")->reason, "not supported by pgrouter, ignored");
+    EXPECT_EQ(find(r, "pgbouncer.track_extra_parameters")->line, 5);
     EXPECT_EQ(find(r, "pgbouncer.listen_prot")->reason, "unknown key, ignored");
     EXPECT_EQ(find(r, "peers")->line, 8);
 }

@@ -275,6 +275,7 @@ TEST(TomlErrors, OutOfRange) {
     expect_error(lines({"[pgrouter]", "query_timeout = -1.5"}), "pgrouter.query_timeout", 2, ">= 0");
     expect_error(lines({"[pgrouter]", "stats_period = 0"}), "pgrouter.stats_period", 2, "> 0");
     expect_error(lines({"[pgrouter]", "autodb_idle_timeout = -1"}), "pgrouter.autodb_idle_timeout", 2, ">= 0");
+    expect_error(lines({"[pgrouter]", "suspend_timeout = -1"}), "pgrouter.suspend_timeout", 2, ">= 0");
     expect_error(lines({"[pgrouter]", "max_packet_size = 0"}), "pgrouter.max_packet_size", 2, ">= 1");
     expect_error(lines({"[pgrouter]", "auth_dbname = \"nodb\"", "[databases.d]", "host = \"h\""}),
                  "pgrouter.auth_dbname", 2, "no database named \"nodb\"");

@@ -83,6 +83,7 @@ struct Settings {  // [pgrouter]
     double query_wait_notify = 5.0;       // a NOTICE to a client queued this long for a server; 0 = none
     std::string login_notify_message;     // a NOTICE sent to every client at login; "" = none
     double shutdown_timeout = 30.0;
+    double suspend_timeout = 10.0;  // SUSPEND waits this long for buffers to flush, then drops the rest; 0 = no limit
     double autodb_idle_timeout = 3600.0;  // pools made through the "*" database, unused this long, are freed; 0 = never
     double pool_idle_timeout = 0;         // a pool without clients and servers this long is freed; 0 = never
     // TCP keepalive and TCP_USER_TIMEOUT on client and server TCP connections, as

@@ -17,6 +17,7 @@
 
 #include <chrono>
 #include <deque>
+#include <functional>
 #include <map>
 #include <unordered_map>
 #include <memory>
@@ -62,6 +63,9 @@ public:
     const std::string& user() const { return user_; }
     const std::string& database() const { return database_; }
     bool linked() const { return server_ != nullptr; }
+    // SUSPEND waits for this to be false on every session: a client (not a console)
+    // still logging in, queued for a server, or in the middle of a write.
+    bool suspend_busy() const;
     // For the admin console (SHOW SERVERS/FDS), read on this session's worker only.
     ServerConnection* server() const { return server_.get(); }
     int client_fd() { return client_.native_handle(); }
@@ -86,7 +90,8 @@ public:
 private:
     asio::awaitable<void> run();
     asio::awaitable<bool> read_startup(Clock::time_point deadline);
-    asio::awaitable<bool> authenticate(Clock::time_point deadline);
+    // Moves `deadline` on by the time a login spent held by SUSPEND.
+    asio::awaitable<bool> authenticate(Clock::time_point& deadline);
     asio::awaitable<bool> attach(Clock::time_point deadline);
     static std::optional<config::DatabaseConfig> resolve_database(const config::Config& cfg, const std::string& name);
     std::shared_ptr<pool::Pool> pool_for(const config::DatabaseConfig& db, const std::string& user,
@@ -152,6 +157,7 @@ private:
         std::uint32_t requested_minor = 0;
         bool console_admin = false;    // opens the console with admin rights (as admin_users)
         bool console_any_user = false;  // auth_type any: opens the console (SHOW) whatever its name
+        std::function<void()> cancel_check;  // set while a PAM/LDAP check is awaited: kill() ends the wait
     };
     std::unique_ptr<Login> login_;
     bool read_only_intent_ = false;
@@ -183,6 +189,7 @@ private:
     int pending_ = 0;          // sync points sent and not yet answered by ReadyForQuery
     char txn_status_ = 'I';    // from the last ReadyForQuery
     bool writing_ = false;     // the session coroutine is writing to the server
+    bool pump_writing_ = false;  // the pump is writing a server answer to the client
     bool pump_running_ = false;
     bool stop_pump_ = false;
     bool draining_ = false;  // the client sent Terminate behind messages not yet answered
@@ -269,6 +276,7 @@ private:
     asio::awaitable<void> notify_waiting();
     bool timeout_cancel_sent_ = false;
     bool logged_in_ = false;
+    bool login_held_ = false;  // a login that arrived during SUSPEND waits for RESUME
 };
 
 }  // namespace pgrouter::session

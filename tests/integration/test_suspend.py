@@ -1,0 +1,225 @@
+"""SUSPEND as PgBouncer's: it answers once every connection has flushed what it was
+forwarding (nobody in the middle of a write, logging in or queued for a server),
+and after suspend_timeout it drops the connections still busy ("suspend_timeout",
+08P01). RESUME or SIGUSR2 ends it. Logins that arrive meanwhile wait for RESUME; the
+console still opens (PgBouncer stops listening altogether: see README)."""
+
+import signal
+import socket
+import threading
+import time
+
+import psycopg2
+import pytest
+
+import helpers
+import pgwire
+
+pytestmark = pytest.mark.pgrouter_only("a console opened during SUSPEND and SHOW STATE are pgrouter's; "
+                                       "PgBouncer stops listening while suspended")
+
+# About 50 MB of rows: far more than the kernel buffers between pgrouter and a client
+# that does not read, so pgrouter is left in the middle of a write to it.
+BIG = "SELECT repeat('x', 1000) FROM generate_series(1, 50000)"
+BIG_ROWS = 50000
+
+
+def state(p):
+    return dict(p.admin("SHOW STATE"))
+
+
+def timed_suspend(p):
+    t0 = time.monotonic()
+    p.admin("SUSPEND")
+    return time.monotonic() - t0
+
+
+class Background:
+    """Runs fn in a thread; result() gives its value or raises its exception."""
+
+    def __init__(self, fn):
+        self.value, self.exc = None, None
+        self.done = threading.Event()
+
+        def run():
+            try:
+                self.value = fn()
+            except BaseException as e:  # noqa: BLE001 - handed to the test
+                self.exc = e
+            finally:
+                self.done.set()
+
+        threading.Thread(target=run, daemon=True).start()
+
+    def result(self, timeout):
+        assert self.done.wait(timeout), "the background call did not finish"
+        if self.exc:
+            raise self.exc
+        return self.value
+
+
+def stalled_client(p):
+    """A client that sends BIG and never reads: pgrouter blocks writing to it."""
+    c = p.wire()
+    pid = c.scalar("SELECT pg_backend_pid()")
+    c.send(pgwire.query_msg(BIG))
+    time.sleep(1.0)  # the server has sent far more than the buffers hold
+    return c, int(pid)
+
+
+def drain_until_closed(c, timeout=20):
+    """Reads raw bytes until EOF; returns how many (fails on timeout)."""
+    n, deadline = len(c.buf), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        c.sock.settimeout(max(0.1, deadline - time.monotonic()))
+        try:
+            chunk = c.sock.recv(1 << 20)
+        except socket.timeout:
+            break
+        except ConnectionResetError:
+            return n
+        if not chunk:
+            return n
+        n += len(chunk)
+    pytest.fail(f"the connection stayed open ({n} bytes read)")
+
+
+def test_suspend_drops_a_client_that_does_not_read_after_suspend_timeout(pgrouter, pg):
+    p = pgrouter({"suspend_timeout": 1, "default_pool_size": 1})
+    c, old_pid = stalled_client(p)
+    try:
+        took = timed_suspend(p)
+        # It waited for the stalled write (an answer at once means it did not look),
+        # then gave up after suspend_timeout.
+        assert took >= 0.9, f"SUSPEND answered after {took:.2f}s, before suspend_timeout"
+        assert took < 8, f"SUSPEND took {took:.2f}s with suspend_timeout = 1"
+        assert state(p)["suspended"] == "yes"
+        assert "suspend_timeout" in p.log()
+        p.admin("RESUME")
+        # The dropped client's connection is closed (what pgrouter had written before
+        # is still in the socket, then EOF).
+        received = drain_until_closed(c)
+        assert received < BIG_ROWS * 1000, f"the whole result arrived ({received} bytes): nothing was dropped"
+        # Its server was mid-result: closed, never given to the next client.
+        with p.connect() as fresh:
+            with fresh.cursor() as cur:
+                cur.execute("SELECT pg_backend_pid()")
+                assert cur.fetchone()[0] != old_pid, "the dirty server connection went back to the pool"
+        helpers.wait_until(lambda: old_pid not in pg.backend_pids(helpers.DEFAULT_USER), 10,
+                           "the dirty server to close")
+    finally:
+        c.close()
+
+
+def test_suspend_answers_once_a_slow_client_has_read_what_was_being_written(pgrouter):
+    p = pgrouter({"suspend_timeout": 60})
+    c, _ = stalled_client(p)
+    try:
+        suspend = Background(lambda: timed_suspend(p))
+        assert not suspend.done.wait(1.0), "SUSPEND answered while a write to a client was stuck"
+        # The client starts reading: the write in progress completes, nothing more
+        # is forwarded, and SUSPEND answers (long before its 60 s).
+        reader = Background(lambda: c.read_until_ready(timeout=60))
+        took = suspend.result(30)
+        assert took < 30
+        assert not reader.done.wait(0.5), "the whole result went through while suspended"
+        p.admin("RESUME")
+        r = reader.result(60)
+        assert r.error is None and len(r.rows) == BIG_ROWS, (r.error, len(r.rows))
+        assert c.scalar("SELECT 42") == "42", "the client did not survive SUSPEND"
+    finally:
+        c.close()
+
+
+def test_suspend_drops_a_client_queued_for_a_server(pgrouter):
+    p = pgrouter({"suspend_timeout": 1, "default_pool_size": 1})
+    holder = p.wire()
+    holder.query("BEGIN")
+    holder.query("SELECT 1")  # holds the only server, idle in its transaction
+    queued = p.wire()
+    queued.send(pgwire.query_msg("SELECT 2"))
+    try:
+        time.sleep(0.3)
+        took = timed_suspend(p)
+        assert took >= 0.9, f"SUSPEND answered after {took:.2f}s with a client queued"
+        msgs = queued.wait_closed(timeout=10)
+        errors = [pgwire.PgError(pgwire.parse_fields(b)) for t, b in msgs if t == b"E"]
+        assert [(e.sqlstate, e.message) for e in errors] == [("08P01", "suspend_timeout")], msgs
+        # The client that was not busy (idle in a transaction) is kept.
+        p.admin("RESUME")
+        assert holder.query("COMMIT").status == "I"
+        assert holder.scalar("SELECT 3") == "3"
+    finally:
+        holder.close()
+        queued.close()
+
+
+def test_suspend_drops_a_connection_that_never_logs_in(pgrouter):
+    p = pgrouter({"suspend_timeout": 1})
+    silent = p.raw()
+    try:
+        time.sleep(0.2)
+        took = timed_suspend(p)
+        assert took >= 0.9, f"SUSPEND answered after {took:.2f}s with a login pending"
+        silent.wait_closed(timeout=10)
+    finally:
+        silent.close()
+        p.admin("RESUME")
+
+
+def test_idle_clients_do_not_hold_suspend_and_are_served_after_resume(pgrouter):
+    p = pgrouter({"suspend_timeout": 30})
+    idle = [p.wire() for _ in range(5)]
+    in_txn = p.wire()
+    in_txn.query("BEGIN")
+    try:
+        took = timed_suspend(p)
+        assert took < 10, f"SUSPEND waited {took:.2f}s for clients with nothing to flush"
+        q = Background(lambda: idle[0].query("SELECT 5"))
+        assert not q.done.wait(1.0), "a query went through while suspended"
+        p.admin("RESUME")
+        assert q.result(10).rows == [["5"]]
+        assert in_txn.query("COMMIT").status == "I"
+        for c in idle[1:]:
+            assert c.scalar("SELECT 1") == "1"
+    finally:
+        for c in idle + [in_txn]:
+            c.close()
+
+
+def test_login_during_suspend_waits_for_resume_and_the_console_still_opens(pgrouter):
+    # The wait does not count against client_login_timeout (PgBouncer's clients wait
+    # in the listen backlog).
+    p = pgrouter({"client_login_timeout": 1})
+    p.admin("SUSPEND")
+    login = Background(lambda: p.wire())
+    assert not login.done.wait(1.5), "a login went through while suspended"
+    assert state(p)["suspended"] == "yes"  # a console opens meanwhile
+    p.admin("RESUME")
+    c = login.result(10)
+    try:
+        assert c.scalar("SELECT 9") == "9"
+    finally:
+        c.close()
+
+
+def test_suspend_refused_when_already_suspended_or_paused_and_sigusr2_resumes(pgrouter):
+    p = pgrouter()
+    p.admin("SUSPEND")
+    with pytest.raises(psycopg2.Error, match="already suspended/paused"):
+        p.admin("SUSPEND")
+    with pytest.raises(psycopg2.Error, match="already suspended/paused"):
+        p.admin("PAUSE")
+    login = Background(lambda: p.wire())
+    assert not login.done.wait(1.0), "a login went through while suspended"
+    p.signal(signal.SIGUSR2)
+    c = login.result(10)
+    try:
+        assert c.scalar("SELECT 8") == "8"
+    finally:
+        c.close()
+    assert state(p)["suspended"] == "no"
+    p.admin("PAUSE")
+    with pytest.raises(psycopg2.Error, match="already suspended/paused"):
+        p.admin("SUSPEND")
+    p.admin("RESUME")
