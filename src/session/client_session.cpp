@@ -444,9 +444,13 @@ asio::awaitable<bool> ClientSession::forward_chunk(char* data, std::size_t n, st
 
 asio::awaitable<void> ClientSession::wait_while_suspended() {
     auto& rt = worker_.runtime();
+    // Looks again after 20 ms, then less often (up to 100 ms): a long SUSPEND with
+    // many sessions (or logins arriving) stays cheap, a short one ends at once.
+    auto step = std::chrono::milliseconds(20);
     while (rt.suspended.load(std::memory_order_relaxed) && !closing_) {
-        asio::steady_timer t(worker_.ctx(), std::chrono::milliseconds(20));
+        asio::steady_timer t(worker_.ctx(), step);
         co_await t.async_wait(token);
+        step = std::min(step * 2, std::chrono::milliseconds(100));
     }
 }
 
