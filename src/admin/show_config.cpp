@@ -99,7 +99,7 @@ const std::vector<Key>& keys() {
             SETTING(idle_transaction_timeout, true), SETTING(shutdown_timeout, true),
             SETTING(suspend_timeout, true),
             SETTING(autodb_idle_timeout, true),    SETTING(pool_idle_timeout, true),
-            SETTING(ignore_startup_parameters, true), SETTING(application_name_add_host, true),
+            SETTING(ignore_startup_parameters, true), SETTING(track_extra_parameters, true), SETTING(application_name_add_host, true),
             SETTING(log_connections, true),        SETTING(log_disconnections, true),
             SETTING(log_format, false),            SETTING(logfile, false),
             SETTING(pidfile, false),               SETTING(stats_period, true),

@@ -1,6 +1,7 @@
 // One table per config struct: key name -> typed setter. Both loaders and admin SET
 // go through these, so a key has one type and one range wherever it is written.
 #include "pgrouter/config/config.hpp"
+#include "pgrouter/session/params.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -13,6 +14,16 @@ namespace pgrouter::config {
 namespace {
 
 SetResult bad(std::string reason) { return {SetStatus::bad_value, std::move(reason)}; }
+
+std::string untracked_reason() {
+    std::string r = "pgrouter keeps ";
+    for (std::size_t i = 0; i < session::kTrackedParams.size(); ++i) {
+        if (i) r.append(i + 1 == session::kTrackedParams.size() ? " and " : ", ");
+        r.append(session::kTrackedParams[i]);
+    }
+    r.append(" in step for every client; PostgreSQL 15 reports no other parameter a session sets");
+    return r;
+}
 const SetResult ok_result{};
 
 std::string quoted(std::string_view s) { return "\"" + std::string(s) + "\""; }
@@ -335,6 +346,21 @@ SetResult list_field(Owner<M>& o, const SettingValue& v) {
     return to_list(v, o.*M);
 }
 
+// track_extra_parameters: only parameters pgrouter tracks for every client anyway
+// (written as pgrouter spells them); PostgreSQL 15 reports no other one a session sets.
+template <auto M>
+SetResult tracked_params_field(Owner<M>& o, const SettingValue& v) {
+    std::vector<std::string> names;
+    if (auto r = to_list(v, names); !r.ok()) return r;
+    for (auto& n : names) {
+        auto i = session::tracked_index(n);
+        if (!i) return bad(quoted(n) + " is not tracked: " + untracked_reason());
+        n = std::string(session::kTrackedParams[*i]);
+    }
+    o.*M = std::move(names);
+    return ok_result;
+}
+
 template <auto M>
 SetResult size_field(Owner<M>& o, const SettingValue& v) {
     return to_size(v, o.*M);
@@ -478,6 +504,7 @@ constexpr Field<Settings> settings_fields[] = {
     {"verbose", int_field<&S::verbose, 0, 10>},
     {"disable_pqexec", bool_field<&S::disable_pqexec>},
     {"ignore_startup_parameters", list_field<&S::ignore_startup_parameters>},
+    {"track_extra_parameters", tracked_params_field<&S::track_extra_parameters>},
     {"application_name_add_host", bool_field<&S::application_name_add_host>},
     {"log_connections", bool_field<&S::log_connections>},
     {"log_disconnections", bool_field<&S::log_disconnections>},
@@ -598,6 +625,8 @@ SetResult apply(const Field<Obj> (&table)[N], Obj& obj, std::string_view key,
 }
 
 }  // namespace
+
+std::vector<std::string> split_list(std::string_view s) { return split_commas(s); }
 
 SetResult set_setting(Config& cfg, std::string_view section, std::string_view key,
                       const SettingValue& v) {

@@ -3,6 +3,7 @@
 // mapped onto the same model as the TOML file. Keys pgrouter does not implement are
 // warnings naming the key; bad values of known keys are errors.
 #include "pgrouter/config/config.hpp"
+#include "pgrouter/session/params.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -22,7 +23,6 @@ constexpr std::string_view unsupported_keys[] = {
     "peer_id", "pkt_buf", "resolv_conf", "sbuf_loopcnt",
     "service_name", "so_reuseport", "syslog",
     "syslog_facility", "syslog_ident",
-    "track_extra_parameters",
     "user", "logfile_rotate", "log_rotate_age", "stats_users_prefix"};
 
 // Why some of them need nothing from pgrouter (else: "not supported by pgrouter").
@@ -237,6 +237,20 @@ private:
             if (value.empty() || ec != std::errc{} || end != value.data() + value.size())
                 return add(at, shown, "expected a number of milliseconds, got \"" + value + "\"");
             v = SettingValue{static_cast<double>(ms) / 1000.0};
+        }
+        if (key == "track_extra_parameters") {
+            // PgBouncer tracks any name the server reports; pgrouter a fixed set. Names
+            // outside it are dropped with a warning rather than refusing the file.
+            std::vector<std::string> keep;
+            for (auto& name : split_list(value)) {
+                if (session::tracked_index(name)) {
+                    keep.push_back(name);
+                    continue;
+                }
+                SetResult one = set_setting(cfg_, "", key, SettingValue{std::vector<std::string>{name}});
+                add(at, shown, one.reason + "; ignored", true);
+            }
+            v = SettingValue{std::move(keep)};
         }
         SetResult r = set_setting(cfg_, "", key, v);
         if (r.ok()) return note((tls ? "tls." : "pgrouter.") + key, at, shown);

@@ -104,10 +104,10 @@ def test_check_ini_warnings_are_one_line_each_in_the_same_form(tmp_path):
     (tmp_path / "userlist.txt").write_text('"app_md5" "md5-secret"\n')
     path = tmp_path / "pgbouncer.ini"
     path.write_text("[databases]\ntestdb = host=127.0.0.1 port=5432\n[pgbouncer]\nlisten_port = 6432\n"
-                    f"auth_file = {tmp_path}/userlist.txt\ntrack_extra_parameters = search_path\ntcp_keepidle = 30\n")
+                    f"auth_file = {tmp_path}/userlist.txt\nservice_name = x\ntcp_keepidle = 30\n")
     r = pgrouter_cmd("--check", path)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stderr.splitlines() == [f"{path}:6: pgbouncer.track_extra_parameters: warning: not supported by pgrouter, "
+    assert r.stderr.splitlines() == [f"{path}:6: pgbouncer.service_name: warning: not supported by pgrouter, "
                                      "ignored"], r.stderr
 
 
@@ -222,3 +222,24 @@ def test_verbose_setting_and_set_verbose(pgrouter):
     with quiet.connect() as q:
         q.cursor().execute("SELECT 1")
     assert "new server connection to" not in quiet.log()
+
+
+def test_check_ini_track_extra_parameters(tmp_path):
+    """PgBouncer's track_extra_parameters: names pgrouter tracks anyway are accepted,
+    others are a warning naming the parameter (PgBouncer would track any name the
+    server reports; PostgreSQL 15 reports no other settable one)."""
+    (tmp_path / "userlist.txt").write_text('"app_md5" "md5-secret"\n')
+    path = tmp_path / "pgbouncer.ini"
+    path.write_text("[databases]\ntestdb = host=127.0.0.1 port=5432\n[pgbouncer]\nlisten_port = 6432\n"
+                    f"auth_file = {tmp_path}/userlist.txt\n"
+                    "track_extra_parameters = IntervalStyle, search_path\n")
+    r = pgrouter_cmd("--check", path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stderr.splitlines() == [
+        f"{path}:6: pgbouncer.track_extra_parameters: warning: \"search_path\" is not tracked: pgrouter keeps "
+        "client_encoding, DateStyle, IntervalStyle, TimeZone, standard_conforming_strings, application_name and "
+        "default_transaction_read_only in step for every client; PostgreSQL 15 reports no other parameter a "
+        "session sets; ignored"], r.stderr
+    path.write_text(path.read_text().replace(", search_path", ""))
+    r = pgrouter_cmd("--check", path)
+    assert r.returncode == 0 and r.stderr == "", r.stdout + r.stderr

@@ -403,7 +403,7 @@ TEST(IniSettings, UnsupportedAndUnknownKeysAreWarnings) {
         "so_reuseport = 1",
         "sbuf_loopcnt = 10",
         "dns_max_ttl = 15",
-        "track_extra_parameters = search_path",
+        "service_name = x",
         "listen_prot = 6432",
         "listen_port = 7000",
         "[peers]",
@@ -419,10 +419,23 @@ TEST(IniSettings, UnsupportedAndUnknownKeysAreWarnings) {
     EXPECT_EQ(find(r, "pgbouncer.sbuf_loopcnt")->line, 3);
     EXPECT_EQ(find(r, "pgbouncer.dns_max_ttl")->reason,
               "ignored: pgrouter resolves host names at each new server connection and caches nothing");
-    EXPECT_EQ(find(r, "pgbouncer.track_extra_parameters")->reason, "not supported by pgrouter, ignored");
-    EXPECT_EQ(find(r, "pgbouncer.track_extra_parameters")->line, 5);
+    EXPECT_EQ(find(r, "pgbouncer.service_name")->reason, "not supported by pgrouter, ignored");
+    EXPECT_EQ(find(r, "pgbouncer.service_name")->line, 5);
     EXPECT_EQ(find(r, "pgbouncer.listen_prot")->reason, "unknown key, ignored");
     EXPECT_EQ(find(r, "peers")->line, 8);
+}
+
+TEST(IniSettings, TrackExtraParametersWarnsAboutNamesPgrouterDoesNotTrack) {
+    auto r = load(lines({"[pgbouncer]", "track_extra_parameters = IntervalStyle, search_path,timezone"}));
+    ASSERT_TRUE(r.ok()) << dump(r);
+    EXPECT_EQ(r.config->settings.track_extra_parameters, (std::vector<std::string>{"IntervalStyle", "TimeZone"}));
+    ASSERT_EQ(r.problems.size(), 1u) << dump(r);
+    EXPECT_TRUE(r.problems[0].warning);
+    EXPECT_EQ(r.problems[0].line, 2);
+    EXPECT_EQ(r.problems[0].key, "pgbouncer.track_extra_parameters");
+    EXPECT_NE(r.problems[0].reason.find("\"search_path\" is not tracked: pgrouter keeps client_encoding"),
+              std::string::npos) << dump(r);
+    EXPECT_TRUE(r.problems[0].reason.ends_with("; ignored")) << dump(r);
 }
 
 TEST(IniSettings, BadValuesAreErrors) {

@@ -399,6 +399,26 @@ TEST(TomlSettings, TcpKeepaliveKeys) {
     expect_error(lines({"[pgrouter]", "tcp_keepalive = 1"}), "pgrouter.tcp_keepalive", 2, "expected a boolean");
 }
 
+TEST(TomlSettings, TrackExtraParametersNamesOnlyTrackedOnes) {
+    auto r = cfg::load_toml_string(
+        lines({"[pgrouter]", "track_extra_parameters = [\"intervalstyle\", \"default_transaction_read_only\"]"}), "t.toml");
+    ASSERT_TRUE(r.ok()) << dump(r);
+    EXPECT_EQ(r.config->settings.track_extra_parameters,
+              (std::vector<std::string>{"IntervalStyle", "default_transaction_read_only"}));  // pgrouter's spelling
+    EXPECT_EQ(cfg::Settings{}.track_extra_parameters, std::vector<std::string>{"IntervalStyle"});  // PgBouncer's default
+    auto empty = cfg::load_toml_string(lines({"[pgrouter]", "track_extra_parameters = []"}), "t.toml");
+    ASSERT_TRUE(empty.ok()) << dump(empty);
+    EXPECT_TRUE(empty.config->settings.track_extra_parameters.empty());
+
+    expect_error(lines({"[pgrouter]", "track_extra_parameters = [\"IntervalStyle\", \"search_path\"]"}),
+                 "pgrouter.track_extra_parameters", 2,
+                 "\"search_path\" is not tracked: pgrouter keeps client_encoding, DateStyle, IntervalStyle, TimeZone, "
+                 "standard_conforming_strings, application_name and default_transaction_read_only in step for every "
+                 "client; PostgreSQL 15 reports no other parameter a session sets");
+    expect_error(lines({"[pgrouter]", "track_extra_parameters = 3"}), "pgrouter.track_extra_parameters", 2,
+                 "expected an array of strings");
+}
+
 TEST(TomlErrors, BadEnum) {
     expect_error(lines({"[pgrouter]", "pool_mode = \"sessions\""}), "pgrouter.pool_mode", 2,
                  "expected one of: session, transaction, statement");

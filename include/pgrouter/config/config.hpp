@@ -98,6 +98,9 @@ struct Settings {  // [pgrouter]
     int verbose = 0;                 // as -v given this many times (1 debug, 2+ trace)
     bool disable_pqexec = false;     // refuse the simple query protocol ('Q') from clients
     std::vector<std::string> ignore_startup_parameters{"extra_float_digits"};
+    // PgBouncer's key, accepted for the parameters pgrouter always keeps in step (see
+    // session/params.hpp); it changes nothing, since every one of them is tracked anyway.
+    std::vector<std::string> track_extra_parameters{"IntervalStyle"};
     bool application_name_add_host = false;
     bool log_connections = true;
     bool log_disconnections = true;
@@ -308,6 +311,8 @@ struct SetResult {
 // section: "pgrouter" (Settings), "tls" (TlsSettings) or "" (either). The target is
 // unchanged unless the result is ok.
 SetResult set_setting(Config&, std::string_view section, std::string_view key, const SettingValue&);
+// A comma-separated list as the loaders read it: "a, b,,c" -> {a, b, c}.
+std::vector<std::string> split_list(std::string_view s);
 SetResult set_database_key(DatabaseConfig&, std::string_view key, const SettingValue&);
 SetResult set_user_key(UserConfig&, std::string_view key, const SettingValue&);
 SetResult set_cluster_key(ClusterConfig&, std::string_view key, const SettingValue&);  // not "discovery"
