@@ -223,3 +223,28 @@ def test_suspend_refused_when_already_suspended_or_paused_and_sigusr2_resumes(pg
     with pytest.raises(psycopg2.Error, match="already suspended/paused"):
         p.admin("SUSPEND")
     p.admin("RESUME")
+
+
+def test_suspend_and_resume_under_load_lose_no_transaction(pgrouter, pg, bench_db):
+    """pgbench select-only (4 clients, 5 servers: nobody queued) runs 6 s while the
+    console SUSPENDs and RESUMEs three times: each SUSPEND settles without dropping
+    anyone, no transaction fails, and no server is left busy or in a transaction."""
+    p = pgrouter({"default_pool_size": 5, "suspend_timeout": 20}, databases={"benchdb": {}})
+    bench = Background(lambda: p.pgbench("-n", "-S", "-c", "4", "-j", "2", "-T", "6", dbname="benchdb", timeout=90))
+    time.sleep(1)
+    for _ in range(3):
+        took = timed_suspend(p)
+        assert took < 10, f"SUSPEND took {took:.2f}s with nothing queued"
+        time.sleep(0.5)
+        p.admin("RESUME")
+        time.sleep(0.5)
+    r = bench.result(90)
+    assert r.returncode == 0, r.stderr
+    assert "suspend_timeout" not in p.log()
+    m = [line for line in r.stdout.splitlines() if line.startswith("number of transactions actually processed")]
+    assert m and int(m[0].split(":")[1].split("/")[0]) > 0, r.stdout
+    assert "number of failed transactions: 0" in r.stdout or "failed" not in r.stdout, r.stdout
+    helpers.wait_until(lambda: all(s == "idle" for s in
+                                   (row[2] for row in pg.sql("SELECT pid, datname, state FROM pg_stat_activity "
+                                                             "WHERE datname = 'benchdb' AND pid <> pg_backend_pid()"))),
+                       10, "the servers to go idle")
