@@ -78,6 +78,7 @@ asio::awaitable<void> resume(Context& ctx, const Command& cmd) {
     if (cmd.size() == 1) {
         ctx.rt.set_paused("*", false);
         ctx.rt.suspended.store(false);
+        session::wake_suspended(ctx.rt);
         ctx.complete("RESUME");
         co_return;
     }

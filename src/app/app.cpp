@@ -382,6 +382,7 @@ struct App::Impl {
                 spdlog::info("SIGUSR2: RESUME");
                 rt.set_paused("*", false);
                 rt.suspended.store(false);  // also ends a SUSPEND, as in PgBouncer
+                session::wake_suspended(rt);
             } else {
                 begin_shutdown(++signals_seen > 1);
             }

@@ -103,12 +103,24 @@ void ClientSession::note_reason(std::string_view state, std::string message) {
     if (!kill_reason_) kill_reason_ = std::make_unique<std::pair<std::string, std::string>>(std::string(state), std::move(message));
 }
 
+namespace {
+// One per worker thread: the sessions and logins waiting out a SUSPEND wait on it;
+// RESUME cancels it on every worker, a kill on its own. Never destroyed: a wait may
+// still be pending on it when the worker's thread ends.
+asio::steady_timer& suspend_gate(asio::io_context& ctx) {
+    thread_local asio::steady_timer* gate = nullptr;
+    if (!gate) gate = new asio::steady_timer(ctx, asio::steady_timer::time_point::max());
+    return *gate;
+}
+}  // namespace
+
 void ClientSession::kill(std::string_view state, std::string message) {
     note_reason(state, std::move(message));
     closing_ = true;
     client_.cancel();
     if (server_) server_->stream().cancel();
     if (login_ && login_->cancel_check) login_->cancel_check();  // a login waiting for PAM/LDAP
+    if (worker_.runtime().suspended.load()) suspend_gate(worker_.ctx()).cancel();  // one waiting out a SUSPEND
     if (waiting_ && pool_) pool_->wake_waiter(worker_, &closing_);  // queued for a server: leave the queue now
 }
 
@@ -442,16 +454,18 @@ asio::awaitable<bool> ClientSession::forward_chunk(char* data, std::size_t n, st
     co_return true;
 }
 
+void wake_suspended(app::Runtime& rt) {
+    for (auto& w : rt.workers) {
+        asio::io_context* ctx = &w->ctx();
+        asio::post(*ctx, [ctx] { suspend_gate(*ctx).cancel(); });
+    }
+}
+
 asio::awaitable<void> ClientSession::wait_while_suspended() {
     auto& rt = worker_.runtime();
-    // Looks again after 20 ms, then less often (up to 100 ms): a long SUSPEND with
-    // many sessions (or logins arriving) stays cheap, a short one ends at once.
-    auto step = std::chrono::milliseconds(20);
-    while (rt.suspended.load(std::memory_order_relaxed) && !closing_) {
-        asio::steady_timer t(worker_.ctx(), step);
-        co_await t.async_wait(token);
-        step = std::min(step * 2, std::chrono::milliseconds(100));
-    }
+    // Checked and awaited on this thread with nothing in between, and RESUME clears the
+    // flag before it posts the wake-up here: a RESUME cannot slip past.
+    while (rt.suspended.load() && !closing_) co_await suspend_gate(worker_.ctx()).async_wait(token);
 }
 
 asio::awaitable<bool> ClientSession::link() {

@@ -279,4 +279,8 @@ private:
     bool login_held_ = false;  // a login that arrived during SUSPEND waits for RESUME
 };
 
+// After Runtime::suspended was cleared (RESUME, SIGUSR2): wakes the sessions and
+// logins waiting out the SUSPEND on every worker at once.
+void wake_suspended(app::Runtime& rt);
+
 }  // namespace pgrouter::session
