@@ -25,6 +25,9 @@ POOLERS=${POOLERS:-"pgbouncer pgrouter"}
 PGROUTER_WORKERS=${PGROUTER_WORKERS:-0}
 # SYSCALLS=1: also count each pooler's system calls per transaction (perf, as root).
 SYSCALLS=${SYSCALLS:-0}
+# PROFILE=DIR: also record each measured run's profile of each pooler, user and kernel
+# (perf record -g, as root) into DIR/<pooler>-<clients>-<script>-<protocol>.data.
+PROFILE=${PROFILE:-}
 SYSCALL_EVENTS=$(for s in recvfrom sendto read write readv writev recvmsg sendmsg epoll_wait epoll_ctl futex \
   ioctl accept4 close timerfd_settime; do printf 'syscalls:sys_enter_%s,' "$s"; done)
 SYSCALL_EVENTS=${SYSCALL_EVENTS%,}
@@ -171,6 +174,11 @@ cpu_ticks() {  # "utime stime" of the whole process (all threads)
   awk '{ sub(/^.*\) /, ""); print $12, $13 }' "/proc/$1/stat"
 }
 
+ctx_switches() {  # "voluntary involuntary" context switches, summed over the process's threads
+  cat /proc/"$1"/task/*/status 2>/dev/null |
+    awk '/^voluntary_ctxt_switches:/ { v += $2 } /^nonvoluntary_ctxt_switches:/ { n += $2 } END { print v + 0, n + 0 }'
+}
+
 rss_kb() {
   awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
 }
@@ -216,10 +224,18 @@ measure() {  # pooler clients script proto
   fi
   local pid=${PID[$name]} t0 t1 rss
   t0=$(cpu_ticks "$pid")
+  local cs0 cs1
+  cs0=$(ctx_switches "$pid")
   local perf_pid=
   if [ "$SYSCALLS" = 1 ]; then
     perf stat -x, -e "$SYSCALL_EVENTS" -p "$pid" -o "$WORK/perf.$name.out" &
     perf_pid=$!
+  fi
+  local prof_pid=
+  if [ -n "$PROFILE" ]; then
+    mkdir -p "$PROFILE"
+    perf record -q -g -F 2000 -p "$pid" -o "$PROFILE/$name-$c-$script-$proto.data" >/dev/null 2>&1 &
+    prof_pid=$!
   fi
   run_pgbench "$name" "$c" "$script" "$proto" "$DURATION" "$out" &
   BG=$!
@@ -228,10 +244,15 @@ measure() {  # pooler clients script proto
   wait "$BG" || rc=$?
   BG=
   t1=$(cpu_ticks "$pid" 2>/dev/null || echo "$t0")
+  cs1=$(ctx_switches "$pid")
   local u0=${t0% *} s0=${t0#* } u1=${t1% *} s1=${t1#* }
   if [ -n "$perf_pid" ]; then
     kill -INT "$perf_pid" 2>/dev/null || true
     wait "$perf_pid" || true
+  fi
+  if [ -n "$prof_pid" ]; then
+    kill -INT "$prof_pid" 2>/dev/null || true
+    wait "$prof_pid" || true
   fi
   local tx tps lat failed
   tx=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out")
@@ -250,7 +271,9 @@ measure() {  # pooler clients script proto
   sys_us=$(per_tx $((s1 - s0)))
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$c" "$script" "$proto" "$tps" "$lat" "$cpu_us" \
     "$rss" "failed=${failed:-0}" "$user_us" "$sys_us" >>"$RESULTS"
-  log "$name c=$c $script $proto: tps $tps, latency $lat ms, $cpu_us us CPU/tx (user $user_us, system $sys_us), RSS $((rss / 1024)) MB"
+  log "$name c=$c $script $proto: tps $tps, latency $lat ms, $cpu_us us CPU/tx (user $user_us, system $sys_us), RSS $((rss / 1024)) MB," \
+    "context switches/tx $(awk -v a="$cs0" -v b="$cs1" -v n="$tx" 'BEGIN { split(a, x, " "); split(b, y, " ")
+      printf "voluntary %.2f, involuntary %.2f", (y[1] - x[1]) / n, (y[2] - x[2]) / n }')"
   if [ -n "$perf_pid" ] && [ -s "$WORK/perf.$name.out" ]; then
     log "$name c=$c $script $proto system calls per transaction: $(awk -F, -v n="$tx" '$1 ~ /^[0-9]+$/ && $1 > 0 {
       sub(/^syscalls:sys_enter_/, "", $3); printf "%s %.2f  ", $3, $1 / n }' "$WORK/perf.$name.out")"
