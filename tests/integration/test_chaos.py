@@ -70,8 +70,8 @@ def table(pg):
 class Honest:
     """One client committing two-row transactions; records what it knows of each."""
 
-    def __init__(self, p, table, who, stop):
-        self.p, self.table, self.who, self.stop = p, table, who, stop
+    def __init__(self, p, connect, table, who, stop):
+        self.p, self.connect, self.table, self.who, self.stop = p, connect, table, who, stop
         self.committed = set()    # n of the transactions whose COMMIT was answered
         self.unknown = set()      # n of those cut off between the INSERTs and the answer
         self.errors = {}          # SQLSTATE -> count
@@ -121,7 +121,7 @@ class Honest:
         while not self.stop.is_set():
             try:
                 if c is None:
-                    c = self.p.wire(timeout=20)
+                    c = self.connect()
                 self.one(c)
             except PgError as e:
                 self.note(e.sqlstate)
@@ -154,8 +154,8 @@ class Vandal:
     WAYS = ["rst_in_transaction", "fin_in_transaction", "half_a_commit", "mid_copy_in",
             "unread_result", "implicit_transaction_without_sync"]
 
-    def __init__(self, p, table, stop, seed):
-        self.p, self.table, self.stop = p, table, stop
+    def __init__(self, p, connect, table, stop, seed):
+        self.p, self.connect, self.table, self.stop = p, connect, table, stop
         self.rng = random.Random(seed)
         self.done = {w: 0 for w in self.WAYS}
         self.problems = []
@@ -165,7 +165,7 @@ class Vandal:
         return r.error is None and r.status == "T"
 
     def once(self, way):
-        c = self.p.wire(timeout=20)
+        c = self.connect()
         try:
             if way == "implicit_transaction_without_sync":
                 # An implicit transaction: a Sync (from anyone) would commit it.
@@ -223,8 +223,8 @@ class Canceller:
     """A client that cancels its own queries: a cancel must reach that query or nothing,
     never another client's (an honest client never sees 57014)."""
 
-    def __init__(self, p, stop, seed):
-        self.p, self.stop = p, stop
+    def __init__(self, p, connect, stop, seed):
+        self.p, self.connect, self.stop = p, connect, stop
         self.rng = random.Random(seed)
         self.cancelled = 0
         self.problems = []
@@ -232,7 +232,7 @@ class Canceller:
     def run(self):
         while not self.stop.is_set():
             try:
-                c = self.p.wire(timeout=20)
+                c = self.connect()
             except (PgError, WireError, OSError):
                 continue
             try:
@@ -271,14 +271,14 @@ def pool_row(p):
     return None
 
 
-@pytest.mark.pgrouter_only("PgBouncer 1.18 exits under this load: FATAL 'bad client state: 0' in disconnect_client() "
-                            "when a cancel request's connection closes while its cancel is being sent")
-def test_clients_vanishing_and_servers_terminated_under_load(pgrouter, pg, table):
-    p = pgrouter({"default_pool_size": POOL_SIZE, "max_client_conn": 200, "query_wait_timeout": 60})
+def run_chaos(p, pg, table, connect=None):
+    """The whole check against pooler p in front of PostgreSQL pg (its testdb holds table).
+    connect() makes a logged-in wire client of app_md5 (default: plain TCP)."""
+    connect = connect or (lambda: p.wire(timeout=20))
     stop = threading.Event()
-    honest = [Honest(p, table, who, stop) for who in range(HONEST)]
-    vandals = [Vandal(p, table, stop, seed) for seed in range(VANDALS)]
-    cancellers = [Canceller(p, stop, 100 + seed) for seed in range(2)]
+    honest = [Honest(p, connect, table, who, stop) for who in range(HONEST)]
+    vandals = [Vandal(p, connect, table, stop, seed) for seed in range(VANDALS)]
+    cancellers = [Canceller(p, connect, stop, 100 + seed) for seed in range(2)]
     terminated = []
 
     def terminator():
@@ -349,9 +349,16 @@ def test_clients_vanishing_and_servers_terminated_under_load(pgrouter, pg, table
     assert settled, f"pool did not settle: {row}, server states {states}"
 
     # And the next client gets a clean server.
-    c = p.wire()
+    c = connect()
     try:
         r = c.query("SELECT txid_current_if_assigned() IS NULL, now() = statement_timestamp()")
         assert r.error is None and r.rows == [["t", "t"]] and r.status == "I", (r.error, r.rows, r.status)
     finally:
         c.terminate()
+
+
+@pytest.mark.pgrouter_only("PgBouncer 1.18 exits under this load: FATAL 'bad client state: 0' in disconnect_client() "
+                            "when a cancel request's connection closes while its cancel is being sent")
+def test_clients_vanishing_and_servers_terminated_under_load(pgrouter, pg, table):
+    p = pgrouter({"default_pool_size": POOL_SIZE, "max_client_conn": 200, "query_wait_timeout": 60})
+    run_chaos(p, pg, table)

@@ -27,6 +27,7 @@ import pytest
 import helpers
 import pgwire
 from helpers import PASSWORDS, sqlstate
+from test_chaos import run_chaos
 
 AUTH_OK, AUTH_MD5 = 0, 5
 
@@ -636,6 +637,26 @@ def test_tls_on_both_sides(pgrouter, tls_pg, certs):
         assert ssl_in_use(conn) is True
         cur.execute("SELECT ssl, current_user FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
         assert cur.fetchone() == (True, "app_scram")
+
+
+@pytest.mark.pgrouter_only("PgBouncer 1.18 exits under this load (see test_chaos.py)")
+def test_chaos_with_tls_on_both_sides(pgrouter, tls_pg, certs):
+    """test_chaos's mix of honest, vanishing and self-cancelling clients and terminated
+    servers, with TLS from the clients and to the server: a TLS server connection stays
+    on its worker, and a TLS client's parked read is not the plain one."""
+    tls = client_tls(certs, "require", ca=False)
+    tls.update({"server_tls_sslmode": "require"})
+    p = pgrouter({"auth_type": "md5", "default_pool_size": 4, "max_client_conn": 200, "query_wait_timeout": 60},
+                 databases=tls_pg_db(tls_pg), tls=tls)
+    table = "chaos_tls_" + str(random.randrange(10**9))
+    tls_pg.sql(f"CREATE TABLE {table} (who int, n int, tag text)", dbname="testdb")
+    tls_pg.sql(f"GRANT ALL ON {table} TO PUBLIC", dbname="testdb")
+    try:
+        run_chaos(p, tls_pg, table,
+                  connect=lambda: tls_wire(p, timeout=20).login("app_md5", "testdb", PASSWORDS["app_md5"]))
+        assert backend_ssl(p) == (True, "app_md5")
+    finally:
+        tls_pg.sql(f"DROP TABLE IF EXISTS {table}", dbname="testdb")
 
 
 # --------------------------------------------------------------------------- protocols and ciphers
