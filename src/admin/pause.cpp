@@ -93,12 +93,14 @@ asio::awaitable<void> resume(Context& ctx, const Command& cmd) {
     ctx.complete("RESUME");
 }
 
-// SUSPEND: every session forwards what it has already read, then reads nothing
-// more from its client or server until RESUME (the admin console keeps working).
-// As PgBouncer's, the command answers once every session has flushed: nobody is in
-// the middle of a write, logging in or queued for a server. After suspend_timeout
-// those still busy are dropped with "suspend_timeout". pgrouter has no socket
-// hand-over to a new process (PgBouncer's online restart).
+// SUSPEND: every session finishes the write it is in, then forwards nothing more
+// between its client and server until RESUME (what a read under way brings in is
+// held; the admin console keeps working). As PgBouncer's, the command answers once
+// every session has flushed: nobody is in the middle of a write or logging in. A
+// client queued for a server is not waited for (PgBouncer waits, then drops it): it
+// stays queued, is held if given a server, and goes on after RESUME. After
+// suspend_timeout those still busy are dropped with "suspend_timeout". pgrouter has no
+// socket hand-over to a new process (PgBouncer's online restart).
 asio::awaitable<void> suspend(Context& ctx, const Command& cmd) {
     if (cmd.size() != 1) co_return invalid_command(ctx, cmd);
     if (ctx.rt.suspended.load() || ctx.rt.is_paused("*")) {

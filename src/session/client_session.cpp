@@ -172,7 +172,9 @@ asio::awaitable<void> ClientSession::run() {
 bool ClientSession::suspend_busy() const {
     if (closing_ || admin::is_admin_database(database_)) return false;  // a session ending is not waited for
     if (!logged_in_) return !login_held_;
-    return waiting_ || writing_ || pump_writing_ || notice_writing_;
+    // A client queued for a server is not waited for: what it sent stays here, and it
+    // gets its server (and is held before sending anything to it) after RESUME.
+    return writing_ || pump_writing_ || notice_writing_;
 }
 
 bool ClientSession::releasable() const {
@@ -356,6 +358,8 @@ asio::awaitable<void> ClientSession::serve() {
             data = act_->read_buf;
             cap = act_->read_cap;
         }
+        // A read already pending when SUSPEND came: what it brought waits here for RESUME.
+        if (!rec && n > 0 && rt.suspended.load(std::memory_order_relaxed)) co_await wait_while_suspended();
         if (rec && rec != asio::error::eof && rec != asio::ssl::error::stream_truncated && !closing_) {
             // Reset, or found dead by keepalive / tcp_user_timeout: say so in the log.
             note_reason(sqlstate::connection_failure, "client connection lost: " + rec.message());
@@ -461,11 +465,12 @@ void wake_suspended(app::Runtime& rt) {
     }
 }
 
-asio::awaitable<void> ClientSession::wait_while_suspended() {
+asio::awaitable<void> ClientSession::wait_while_suspended(const bool* stop) {
     auto& rt = worker_.runtime();
     // Checked and awaited on this thread with nothing in between, and RESUME clears the
     // flag before it posts the wake-up here: a RESUME cannot slip past.
-    while (rt.suspended.load() && !closing_) co_await suspend_gate(worker_.ctx()).async_wait(token);
+    while (rt.suspended.load() && !closing_ && !(stop && *stop))
+        co_await suspend_gate(worker_.ctx()).async_wait(token);
 }
 
 asio::awaitable<bool> ClientSession::link() {
@@ -501,6 +506,11 @@ asio::awaitable<bool> ClientSession::link() {
     stats::Counters::add(counters.wait_hist[stats::bucket_of(waited)], 1);
     if (!got) co_return false;
     stats::Counters::add(counters.server_assignments, 1);
+    // Given a server during SUSPEND (one released by a session that finished its
+    // answer): nothing goes to it before RESUME. A kill meanwhile leaves it clean
+    // (the caller sees closing_ and the server goes back unused).
+    if (worker_.runtime().suspended.load(std::memory_order_relaxed)) co_await wait_while_suspended();
+    if (closing_) co_return true;
     auto sql = build_sync_sql(client_params_, server_->params());
     if (!sql.empty()) {
         auto r = co_await server_->query(sql, Clock::now() + secs(std::max(5.0, settings.server_connect_timeout)));
@@ -604,7 +614,7 @@ asio::awaitable<void> ClientSession::pump() {
     auto& rt = worker_.runtime();
     auto& a = *act_;  // kept while a server is linked
     for (;;) {
-        if (rt.suspended.load(std::memory_order_relaxed)) co_await wait_while_suspended();
+        if (rt.suspended.load(std::memory_order_relaxed)) co_await wait_while_suspended(&stop_pump_);
         if (stop_pump_ || closing_ || !server_) co_return;
         struct {
             char* data;
@@ -612,6 +622,12 @@ asio::awaitable<void> ClientSession::pump() {
         // The first read of a link usually is the idle watch's, pending since the release.
         auto [rec, n] = co_await server_->read_some(asio::buffer(buf.data, ServerConnection::kIoBuffer));
         if (stop_pump_ || closing_) co_return;
+        if (!rec && n > 0 && rt.suspended.load(std::memory_order_relaxed)) {
+            // Read while SUSPEND came: forwarded after RESUME. Ended meanwhile, the server
+            // is left with an answer half delivered, and finish() closes it.
+            co_await wait_while_suspended(&stop_pump_);
+            if (stop_pump_ || closing_) co_return;
+        }
         if (rec || n == 0) {
             server_->mark_broken();
             kill(sqlstate::connection_failure, "server conn crashed?");
@@ -739,6 +755,7 @@ asio::awaitable<void> ClientSession::finish() {
     while (pump_running_) {
         if (!(draining_ && !closing_) && !stop_pump_) {
             stop_pump_ = true;
+            if (worker_.runtime().suspended.load()) suspend_gate(worker_.ctx()).cancel();  // a pump held by SUSPEND
             if (server_) server_->stream().cancel();
             client_.cancel();  // a pump blocked writing to a client that stopped reading
         }

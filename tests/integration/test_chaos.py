@@ -256,6 +256,53 @@ class Canceller:
                 break
 
 
+class Operator:
+    """An operator at the console meanwhile: PAUSE/RESUME, RELOAD with a new pool_size,
+    RECONNECT, SUSPEND/RESUME and the SHOW commands, in turn. None of it may cost an
+    honest client an error."""
+
+    SIZES = (POOL_SIZE - 1, POOL_SIZE + 1)
+
+    def __init__(self, p, stop):
+        self.p, self.stop = p, stop
+        self.done = {}
+        self.problems = []
+
+    def run(self):
+        rng = random.Random(11)
+        steps = ["pause", "reload", "reconnect", "suspend", "show"]
+        i = 0
+        c = self.p.connect(user="pgbouncer", dbname="pgbouncer")
+        try:
+            cur = c.cursor()
+            while not self.stop.wait(rng.uniform(0.2, 0.5)):
+                step = steps[i % len(steps)]
+                if step == "pause":
+                    cur.execute("PAUSE testdb")
+                    time.sleep(rng.uniform(0.05, 0.3))
+                    cur.execute("RESUME testdb")
+                elif step == "reload":
+                    self.p.settings["default_pool_size"] = self.SIZES[(i // len(steps)) % 2]
+                    self.p.write_config(None)
+                    cur.execute("RELOAD")
+                elif step == "reconnect":
+                    cur.execute("RECONNECT testdb")
+                elif step == "suspend":
+                    cur.execute("SUSPEND")
+                    time.sleep(rng.uniform(0.05, 0.2))
+                    cur.execute("RESUME")
+                else:
+                    for what in ("POOLS", "SERVERS", "CLIENTS", "STATS", "SOCKETS"):
+                        cur.execute("SHOW " + what)
+                        cur.fetchall()
+                self.done[step] = self.done.get(step, 0) + 1
+                i += 1
+        except Exception as e:  # noqa: BLE001
+            self.problems.append(f"operator: {type(e).__name__}: {e}")
+        finally:
+            c.close()
+
+
 def pool_row(p):
     c = p.connect(user="pgbouncer", dbname="pgbouncer")
     try:
@@ -271,11 +318,13 @@ def pool_row(p):
     return None
 
 
-def run_chaos(p, pg, table, connect=None):
+def run_chaos(p, pg, table, connect=None, operator=False):
     """The whole check against pooler p in front of PostgreSQL pg (its testdb holds table).
-    connect() makes a logged-in wire client of app_md5 (default: plain TCP)."""
+    connect() makes a logged-in wire client of app_md5 (default: plain TCP); operator:
+    console commands meanwhile (Operator)."""
     connect = connect or (lambda: p.wire(timeout=20))
     stop = threading.Event()
+    ops = [Operator(p, stop)] if operator else []
     honest = [Honest(p, connect, table, who, stop) for who in range(HONEST)]
     vandals = [Vandal(p, connect, table, stop, seed) for seed in range(VANDALS)]
     cancellers = [Canceller(p, connect, stop, 100 + seed) for seed in range(2)]
@@ -293,6 +342,7 @@ def run_chaos(p, pg, table, connect=None):
     threads = [threading.Thread(target=h.run, daemon=True) for h in honest]
     threads += [threading.Thread(target=v.run, daemon=True) for v in vandals]
     threads += [threading.Thread(target=x.run, daemon=True) for x in cancellers]
+    threads += [threading.Thread(target=x.run, daemon=True) for x in ops]
     threads.append(threading.Thread(target=terminator, daemon=True))
     for t in threads:
         t.start()
@@ -303,7 +353,7 @@ def run_chaos(p, pg, table, connect=None):
     assert not any(t.is_alive() for t in threads), "a client thread hung"
     assert p.proc.poll() is None, "the pooler died"
 
-    problems = [x for who in honest + vandals + cancellers for x in who.problems]
+    problems = [x for who in honest + vandals + cancellers + ops for x in who.problems]
     assert not problems, problems[:10]
     seen = {}
     for h in honest:
@@ -319,7 +369,10 @@ def run_chaos(p, pg, table, connect=None):
     committed = sum(len(h.committed) for h in honest)
     cancelled = sum(x.cancelled for x in cancellers)
     print(f"committed {committed}, cut off {sum(len(h.unknown) for h in honest)}, honest errors {seen}, "
-          f"servers terminated {len(terminated)}, abandoned {done}, own queries cancelled {cancelled}")
+          f"servers terminated {len(terminated)}, abandoned {done}, own queries cancelled {cancelled}"
+          + (f", console {ops[0].done}" if ops else ""))
+    if ops:
+        assert len(ops[0].done) == 5, f"some console steps never ran: {ops[0].done}"
     assert cancelled >= 10, f"only {cancelled} cancels landed"
     assert committed >= 100, f"only {committed} honest transactions committed"
 
@@ -335,6 +388,7 @@ def run_chaos(p, pg, table, connect=None):
         assert have <= h.committed | h.unknown, f"client {h.who}: rows of transactions it never committed"
 
     # The pool settles: no client, no busy server, every server connection idle.
+    max_servers = max(Operator.SIZES) if ops else POOL_SIZE
     deadline = time.monotonic() + 15
     while True:
         row = pool_row(p)
@@ -342,7 +396,7 @@ def run_chaos(p, pg, table, connect=None):
                         "AND backend_type = 'client backend' GROUP BY state", dbname="testdb")
         states = {s: n for s, n in states}
         settled = (row is not None and row["cl_active"] == 0 and row["cl_waiting"] == 0 and row["sv_active"] == 0
-                   and set(states) <= {"idle"} and sum(states.values()) <= POOL_SIZE)
+                   and set(states) <= {"idle"} and sum(states.values()) <= max_servers)
         if settled or time.monotonic() > deadline:
             break
         time.sleep(0.3)
@@ -362,3 +416,9 @@ def run_chaos(p, pg, table, connect=None):
 def test_clients_vanishing_and_servers_terminated_under_load(pgrouter, pg, table):
     p = pgrouter({"default_pool_size": POOL_SIZE, "max_client_conn": 200, "query_wait_timeout": 60})
     run_chaos(p, pg, table)
+
+
+@pytest.mark.pgrouter_only("PgBouncer 1.18 exits under this load (see above)")
+def test_chaos_with_an_operator_at_the_console(pgrouter, pg, table):
+    p = pgrouter({"default_pool_size": POOL_SIZE, "max_client_conn": 200, "query_wait_timeout": 60})
+    run_chaos(p, pg, table, operator=True)

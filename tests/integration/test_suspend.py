@@ -1,7 +1,8 @@
 """SUSPEND as PgBouncer's: it answers once every connection has flushed what it was
-forwarding (nobody in the middle of a write, logging in or queued for a server),
-and after suspend_timeout it drops the connections still busy ("suspend_timeout",
-08P01). RESUME or SIGUSR2 ends it. Logins that arrive meanwhile wait for RESUME; the
+forwarding (nobody in the middle of a write or logging in), and after suspend_timeout
+it drops the connections still busy ("suspend_timeout", 08P01). Unlike PgBouncer, a
+client queued for a server is not waited for: it stays queued and is served after
+RESUME. RESUME or SIGUSR2 ends it. Logins that arrive meanwhile wait for RESUME; the
 console still opens (PgBouncer stops listening altogether: see README)."""
 
 import signal
@@ -131,8 +132,20 @@ def test_suspend_answers_once_a_slow_client_has_read_what_was_being_written(pgro
         c.close()
 
 
-def test_suspend_drops_a_client_queued_for_a_server(pgrouter):
-    p = pgrouter({"suspend_timeout": 1, "default_pool_size": 1})
+def nothing_within(c, seconds):
+    """True when c receives nothing for that long."""
+    try:
+        m = c.read_message(timeout=seconds)
+    except pgwire.WireError:
+        return True
+    raise AssertionError(f"got {m!r} while suspended")
+
+
+def test_suspend_keeps_a_client_queued_for_a_server_and_serves_it_after_resume(pgrouter):
+    """A queued client holds nothing that needs flushing (there is no socket hand-over):
+    SUSPEND answers at once, the client stays queued, and when a server is released
+    after RESUME it gets it. PgBouncer waits for it and drops it at suspend_timeout."""
+    p = pgrouter({"suspend_timeout": 5, "default_pool_size": 1})
     holder = p.wire()
     holder.query("BEGIN")
     holder.query("SELECT 1")  # holds the only server, idle in its transaction
@@ -141,17 +154,75 @@ def test_suspend_drops_a_client_queued_for_a_server(pgrouter):
     try:
         time.sleep(0.3)
         took = timed_suspend(p)
-        assert took >= 0.9, f"SUSPEND answered after {took:.2f}s with a client queued"
-        msgs = queued.wait_closed(timeout=10)
-        errors = [pgwire.PgError(pgwire.parse_fields(b)) for t, b in msgs if t == b"E"]
-        assert [(e.sqlstate, e.message) for e in errors] == [("08P01", "suspend_timeout")], msgs
-        # The client that was not busy (idle in a transaction) is kept.
+        assert took < 3, f"SUSPEND took {took:.2f}s with only a queued client"
+        # While suspended the holder's COMMIT is not read, so the server stays with it.
+        holder.send(pgwire.query_msg("COMMIT"))
+        assert nothing_within(holder, 0.5) and nothing_within(queued, 0.1)
+        assert state(p)["suspended"] == "yes", state(p)
         p.admin("RESUME")
-        assert holder.query("COMMIT").status == "I"
-        assert holder.scalar("SELECT 3") == "3"
+        r = holder.read_until_ready()
+        assert r.error is None and r.status == "I", r.error
+        r = queued.read_until_ready()
+        assert r.error is None and r.rows == [["2"]], (r.error, r.rows)
+        assert holder.scalar("SELECT 3") == "3" and queued.scalar("SELECT 4") == "4"
     finally:
         holder.close()
         queued.close()
+
+
+def test_answers_and_queries_already_under_way_wait_for_resume(pgrouter, pg):
+    """SUSPEND while a query runs on the only server and another client is queued: it
+    answers at once (nothing is being written), the running query's answer is held until
+    RESUME, and only then does the server go on to the queued client."""
+    p = pgrouter({"suspend_timeout": 5, "default_pool_size": 1})
+    slow = p.wire()
+    slow.send(pgwire.query_msg("SELECT pg_sleep(0.5)"))
+    time.sleep(0.2)
+    queued = p.wire()
+    queued.send(pgwire.query_msg("SELECT pg_backend_pid(), now() = statement_timestamp()"))
+    try:
+        time.sleep(0.1)
+        took = timed_suspend(p)
+        assert took < 3, f"SUSPEND took {took:.2f}s"
+        assert nothing_within(slow, 1.2), "an answer was forwarded while suspended"
+        assert nothing_within(queued, 0.1)
+        active = pg.sql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app_md5' AND state = 'active'",
+                        dbname="testdb")[0][0]
+        assert active == 0, "a query reached the server while suspended"
+        p.admin("RESUME")
+        r = slow.read_until_ready(timeout=10)
+        assert r.error is None and r.status == "I", r.error
+        r = queued.read_until_ready(timeout=10)
+        assert r.error is None and len(r.rows) == 1 and r.rows[0][1] == "t", (r.error, r.rows)
+    finally:
+        slow.close()
+        queued.close()
+
+
+def test_a_client_leaving_while_its_answer_is_held_frees_its_server_at_once(pgrouter, pg):
+    """The answer held by SUSPEND has nobody to go to: the server, left with half a
+    conversation, is closed now, not at RESUME."""
+    p = pgrouter({"suspend_timeout": 5, "default_pool_size": 1})
+    slow = p.wire()
+    slow.send(pgwire.query_msg("SELECT pg_sleep(0.3)"))
+    time.sleep(0.1)
+    try:
+        timed_suspend(p)
+        time.sleep(0.6)  # the answer is in, held
+        slow.abort()
+        deadline = time.monotonic() + 3
+        while pg.backends("app_md5", "testdb") > 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert pg.backends("app_md5", "testdb") == 0, "the server stayed with a client that left"
+        assert state(p)["suspended"] == "yes", state(p)
+    finally:
+        slow.close()
+        p.admin("RESUME")
+    c = p.wire()
+    try:
+        assert c.scalar("SELECT 5") == "5"
+    finally:
+        c.terminate()
 
 
 def test_suspend_drops_a_connection_that_never_logs_in(pgrouter):

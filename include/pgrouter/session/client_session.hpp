@@ -64,7 +64,7 @@ public:
     const std::string& database() const { return database_; }
     bool linked() const { return server_ != nullptr; }
     // SUSPEND waits for this to be false on every session: a client (not a console)
-    // still logging in, queued for a server, or in the middle of a write.
+    // still logging in, or in the middle of a write (a queued one is not waited for).
     bool suspend_busy() const;
     // For the admin console (SHOW SERVERS/FDS), read on this session's worker only.
     ServerConnection* server() const { return server_.get(); }
@@ -121,7 +121,8 @@ private:
     void spawn_serve();
     asio::awaitable<bool> forward_chunk(char* data, std::size_t n, std::size_t cap);
     asio::awaitable<bool> link();
-    asio::awaitable<void> wait_while_suspended();
+    // Until RESUME, or until this session ends (or *stop is set).
+    asio::awaitable<void> wait_while_suspended(const bool* stop = nullptr);
     asio::awaitable<void> pump();
     asio::awaitable<void> finish();
     asio::awaitable<void> release_server();
