@@ -45,6 +45,7 @@ def result(c):
         if m is None:
             raise Closed(r.errors)
         t, payload = m
+        r.messages.append(m)
         if t == b"C":
             r.tags.append(payload.rstrip(b"\0").decode())
         elif t == b"D":
@@ -75,6 +76,9 @@ class Honest:
         # Session pooling: a new connection every few transactions, each checked for
         # anything a previous client of its server left behind.
         self.session = session
+        # Every other client uses a named prepared statement, parsed once per connection,
+        # which pgrouter must have on whatever server each transaction gets.
+        self.prepared = who % 2 == 1
         self.committed = set()    # n of the transactions whose COMMIT was answered
         self.unknown = set()      # n of those cut off between the INSERTs and the answer
         self.errors = {}          # SQLSTATE -> count
@@ -101,9 +105,13 @@ class Honest:
             self.problems.append(f"BEGIN left status {r.status!r}")
         self.unknown.add(n)
         # Extended protocol: the two rows, one Sync.
-        ins = f"INSERT INTO {self.table} VALUES ($1, $2, 'honest')"
-        c.send(parse_msg(ins) + bind_msg([str(self.who), str(n)]) + execute_msg()
-               + bind_msg([str(self.who), str(n)]) + execute_msg() + sync_msg())
+        args = [str(self.who), str(n)]
+        if self.prepared:
+            c.send(bind_msg(args, stmt="ins") + execute_msg() + bind_msg(args, stmt="ins") + execute_msg()
+                   + sync_msg())
+        else:
+            ins = f"INSERT INTO {self.table} VALUES ($1, $2, 'honest')"
+            c.send(parse_msg(ins) + bind_msg(args) + execute_msg() + bind_msg(args) + execute_msg() + sync_msg())
         r = result(c)
         if r.error:
             raise r.error
@@ -142,6 +150,14 @@ class Honest:
                     used = 0
                     if self.session:
                         self.check_fresh_session(c)
+                    if self.prepared:
+                        c.send(parse_msg(f"INSERT INTO {self.table} VALUES ($1, $2, 'honest')", name="ins")
+                               + sync_msg())
+                        r = result(c)
+                        if r.error:
+                            raise r.error
+                        if r.types() != "1Z":
+                            self.problems.append(f"Parse answered {r.types()!r}")
                 used += 1
                 self.one(c)
             except PgError as e:
@@ -173,7 +189,7 @@ class Vandal:
     """A client that leaves at the worst moment, each time a different way."""
 
     WAYS = ["rst_in_transaction", "fin_in_transaction", "half_a_commit", "mid_copy_in",
-            "unread_result", "implicit_transaction_without_sync"]
+            "unread_result", "implicit_transaction_without_sync", "prepared_then_half_a_pipeline"]
     # Session pooling only: a clean goodbye after changing the session, which the
     # server's reset must undo before the next client.
     SESSION_WAYS = ["dirty_session_then_terminate"]
@@ -196,6 +212,19 @@ class Vandal:
                 # An implicit transaction: a Sync (from anyone) would commit it.
                 c.send(parse_msg(f"INSERT INTO {self.table} VALUES (-1, -1, 'abandoned')") + bind_msg()
                        + execute_msg())
+                time.sleep(self.rng.uniform(0, 0.05))
+                c.abort()
+                return True
+            if way == "prepared_then_half_a_pipeline":
+                # The honest clients' statement name, for another statement, then a
+                # pipeline cut off before its Sync.
+                c.send(parse_msg(f"INSERT INTO {self.table} VALUES (-1, $1, 'abandoned')", name="ins") + sync_msg())
+                r = result(c)
+                if r.error:
+                    c.abort()
+                    return False
+                m = bind_msg(["1"], stmt="ins") + execute_msg() + sync_msg()
+                c.send(m[:self.rng.randint(1, len(m) - 1)])
                 time.sleep(self.rng.uniform(0, 0.05))
                 c.abort()
                 return True
