@@ -27,6 +27,7 @@ VANDALS = 3
 # What an honest client may see when the server under it is terminated: PostgreSQL's
 # own FATAL (forwarded), or the pooler's "server connection lost".
 SERVER_GONE = {"57P01", "08006", "08003", "08000"}
+ZONES = ["UTC", "Europe/Paris", "America/New_York"]
 
 
 class Closed(Exception):
@@ -79,6 +80,8 @@ class Honest:
         # Every other client uses a named prepared statement, parsed once per connection,
         # which pgrouter must have on whatever server each transaction gets.
         self.prepared = who % 2 == 1
+        # Parameters of its own, which every server it gets must be set to (re-synced).
+        self.params = {"application_name": f"honest{who}", "TimeZone": ZONES[who % len(ZONES)]}
         self.committed = set()    # n of the transactions whose COMMIT was answered
         self.unknown = set()      # n of those cut off between the INSERTs and the answer
         self.errors = {}          # SQLSTATE -> count
@@ -92,15 +95,18 @@ class Honest:
         self.n += 1
         n = self.n
         # Simple protocol: BEGIN and a look at the transaction it started.
-        c.send(query_msg("BEGIN; SELECT txid_current_if_assigned() IS NULL, now() = statement_timestamp()"))
+        c.send(query_msg("BEGIN; SELECT txid_current_if_assigned() IS NULL, now() = statement_timestamp(), "
+                         "current_setting('application_name'), current_setting('TimeZone')"))
         r = result(c)
         if r.error:
             raise r.error
         for f in r.notices:
             if f.get("C") == "25001":
                 self.problems.append(f"BEGIN inside another client's transaction: {f.get('M')}")
-        if r.rows and r.rows[0] != ["t", "t"]:
+        if r.rows and r.rows[0][:2] != ["t", "t"]:
             self.problems.append(f"started inside another client's transaction: {r.rows[0]}")
+        if r.rows and r.rows[0][2:] != [self.params["application_name"], self.params["TimeZone"]]:
+            self.problems.append(f"server not set to this client's parameters: {r.rows[0][2:]}")
         if r.status != "T":
             self.problems.append(f"BEGIN left status {r.status!r}")
         self.unknown.add(n)
@@ -146,7 +152,7 @@ class Honest:
                     c.terminate()
                     c = None
                 if c is None:
-                    c = self.connect()
+                    c = self.connect(self.params)
                     used = 0
                     if self.session:
                         self.check_fresh_session(c)
@@ -189,7 +195,8 @@ class Vandal:
     """A client that leaves at the worst moment, each time a different way."""
 
     WAYS = ["rst_in_transaction", "fin_in_transaction", "half_a_commit", "mid_copy_in",
-            "unread_result", "implicit_transaction_without_sync", "prepared_then_half_a_pipeline"]
+            "unread_result", "implicit_transaction_without_sync", "prepared_then_half_a_pipeline",
+            "set_parameters_and_vanish"]
     # Session pooling only: a clean goodbye after changing the session, which the
     # server's reset must undo before the next client.
     SESSION_WAYS = ["dirty_session_then_terminate"]
@@ -228,6 +235,10 @@ class Vandal:
                 time.sleep(self.rng.uniform(0, 0.05))
                 c.abort()
                 return True
+            if way == "set_parameters_and_vanish":
+                r = c.query("SET TimeZone = 'Asia/Tokyo'; SET application_name = 'vandal'")
+                c.abort()
+                return r.error is None
             if way == "dirty_session_then_terminate":
                 r = c.query("SET search_path = pg_catalog; SET statement_timeout = '7s'; "
                             "PREPARE vandal AS SELECT 1; CREATE TEMP TABLE vandal_tmp (x int)")
@@ -379,9 +390,9 @@ def pool_row(p):
 
 def run_chaos(p, pg, table, connect=None, operator=False, session=False):
     """The whole check against pooler p in front of PostgreSQL pg (its testdb holds table).
-    connect() makes a logged-in wire client of app_md5 (default: plain TCP); operator:
-    console commands meanwhile (Operator)."""
-    connect = connect or (lambda: p.wire(timeout=20))
+    connect(params=None) makes a logged-in wire client of app_md5 with those startup
+    parameters (default: plain TCP); operator: console commands meanwhile (Operator)."""
+    connect = connect or (lambda params=None: p.wire(timeout=20, params=params))
     stop = threading.Event()
     ops = [Operator(p, stop)] if operator else []
     honest = [Honest(p, connect, table, who, stop, session) for who in range(HONEST)]

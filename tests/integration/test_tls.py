@@ -653,7 +653,8 @@ def test_chaos_with_tls_on_both_sides(pgrouter, tls_pg, certs):
     tls_pg.sql(f"GRANT ALL ON {table} TO PUBLIC", dbname="testdb")
     try:
         run_chaos(p, tls_pg, table,
-                  connect=lambda: tls_wire(p, timeout=20).login("app_md5", "testdb", PASSWORDS["app_md5"]))
+                  connect=lambda params=None: tls_wire(p, timeout=20).login("app_md5", "testdb", PASSWORDS["app_md5"],
+                                                                            params))
         assert backend_ssl(p) == (True, "app_md5")
     finally:
         tls_pg.sql(f"DROP TABLE IF EXISTS {table}", dbname="testdb")
