@@ -9,6 +9,7 @@ server went away (an ErrorResponse before the connection closes), a cancel only 
 reaches the query it was sent for, and the pool settles clean (no client or server left
 active, every server connection idle and outside a transaction)."""
 
+import os
 import random
 import threading
 import time
@@ -19,7 +20,8 @@ import pytest
 import pgwire
 from pgwire import PgError, WireError, bind_msg, copy_data_msg, execute_msg, parse_msg, query_msg, sync_msg
 
-LOAD_SECONDS = 12
+# PGROUTER_CHAOS_SECONDS runs it longer, as a soak (pytest --timeout must allow it).
+LOAD_SECONDS = float(os.environ.get("PGROUTER_CHAOS_SECONDS", "12"))
 POOL_SIZE = 4
 HONEST = 6
 VANDALS = 3
