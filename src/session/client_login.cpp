@@ -390,7 +390,12 @@ asio::awaitable<bool> ClientSession::auth_password_exchange(int method, Clock::t
     const auth::Credential* cred = it == snap_->users.end() ? nullptr : &it->second;
     std::optional<auth::Credential> queried;
     if (!cred) {
-        queried = co_await lookup_auth_query(deadline);
+        auto looked = co_await lookup_auth_query(deadline);
+        if (looked.failed) {
+            co_await fail(looked.sqlstate, looked.message);
+            co_return false;
+        }
+        queried = std::move(looked.cred);
         if (queried) cred = &*queried;
     }
     auto denied = [&]() -> asio::awaitable<bool> {
@@ -507,12 +512,13 @@ std::shared_ptr<pool::Pool> ClientSession::pool_for(const config::DatabaseConfig
     return p;
 }
 
-asio::awaitable<std::optional<auth::Credential>> ClientSession::lookup_auth_query(Clock::time_point deadline) {
+asio::awaitable<ClientSession::AuthLookup> ClientSession::lookup_auth_query(Clock::time_point deadline) {
+    AuthLookup out;
     auto& cfg = *snap_->config;
     auto db = resolve_database(cfg, database_);
-    if (!db) co_return std::nullopt;
+    if (!db) co_return out;
     std::string auth_user = !db->auth_user.empty() ? db->auth_user : cfg.settings.auth_user;
-    if (auth_user.empty()) co_return std::nullopt;
+    if (auth_user.empty()) co_return out;
     // The client's database decides the query, also when auth_dbname runs it elsewhere.
     std::string sql = !db->auth_query.empty() ? db->auth_query : cfg.settings.auth_query;
     // auth_dbname: the lookup runs in that database, not the one the client asked for.
@@ -522,34 +528,58 @@ asio::awaitable<std::optional<auth::Credential>> ClientSession::lookup_auth_quer
         db = resolve_database(cfg, auth_db);
         if (!db) {
             spdlog::warn("C-{}: auth_dbname: no database named \"{}\"", id_, auth_db);
-            co_return std::nullopt;
+            co_return out;
         }
-    }
-    auto p = pool_for(*db, auth_user);
-    auto res = co_await p->acquire(worker_, deadline);
-    if (!res.server) {
-        spdlog::warn("C-{}: auth_query: cannot connect as {}: {}", id_, auth_user, res.message);
-        co_return std::nullopt;
     }
     auto at = sql.find("$1");
     if (at != std::string::npos) sql.replace(at, 2, protocol::quote_literal(user_));
-    auto rows = co_await res.server->query_rows(sql, deadline);
-    std::optional<auth::Credential> cred;
-    if (rows.ok && rows.rows.size() == 1 && rows.rows[0].size() >= 2 && rows.rows[0][1]) {
-        auto& secret = *rows.rows[0][1];
-        cred = auth::Credential{user_, secret, auth::classify_secret(secret)};
-    } else if (!rows.ok) {
-        spdlog::warn("C-{}: auth_query failed: {}", id_, rows.message);
-    }
-    if (rows.ok && res.server->txn_status() == 'I')
-        p->release(worker_, std::move(res.server));
-    else
+    auto p = pool_for(*db, auth_user);
+    auto failed = [&](std::string_view state, std::string message) {
+        out.failed = true;
+        out.sqlstate = std::string(state);
+        out.message = std::move(message);
+        return std::move(out);
+    };
+    // A pooled auth_user connection may have been terminated a moment ago (its idle watch
+    // not yet told): a lookup cut off that way is tried again on another connection.
+    for (int attempt = 1;; ++attempt) {
+        auto res = co_await p->acquire(worker_, deadline);
+        if (!res.server) {
+            spdlog::warn("C-{}: auth_query: cannot connect as {}: {}", id_, auth_user, res.message);
+            co_return failed(sqlstate::connection_failure,
+                             "could not look up user \"" + user_.str() + "\": no server connection for the lookup");
+        }
+        auto rows = co_await res.server->query_rows(sql, deadline);
+        if (rows.ok) {
+            if (rows.rows.size() == 1 && rows.rows[0].size() >= 2 && rows.rows[0][1]) {
+                auto& secret = *rows.rows[0][1];
+                out.cred = auth::Credential{user_, secret, auth::classify_secret(secret)};
+            }
+            if (res.server->txn_status() == 'I')
+                p->release(worker_, std::move(res.server));
+            else
+                p->discard(worker_, std::move(res.server));
+            break;
+        }
+        bool cut_off = res.server->broken() || rows.sqlstate.rfind("08", 0) == 0 || rows.sqlstate.rfind("57P", 0) == 0;
+        res.server->mark_broken();
         p->discard(worker_, std::move(res.server));
-    if (cred) {
-        if (!auth_query_creds_) auth_query_creds_ = std::make_unique<std::map<std::string, auth::Credential>>();
-        (*auth_query_creds_)[user_] = *cred;
+        if (cut_off && attempt < 3 && Clock::now() < deadline) {
+            spdlog::info("C-{}: auth_query: connection lost ({}), trying again", id_, rows.message);
+            continue;
+        }
+        spdlog::warn("C-{}: auth_query failed: {}", id_, rows.message);
+        if (cut_off)
+            co_return failed(sqlstate::connection_failure,
+                             "could not look up user \"" + user_.str() + "\": the server connection was lost");
+        co_return failed(sqlstate::invalid_authorization,
+                         "could not look up user \"" + user_.str() + "\": auth_query failed (see the pgrouter log)");
     }
-    co_return cred;
+    if (out.cred) {
+        if (!auth_query_creds_) auth_query_creds_ = std::make_unique<std::map<std::string, auth::Credential>>();
+        (*auth_query_creds_)[user_] = *out.cred;
+    }
+    co_return out;
 }
 
 std::shared_ptr<pool::Pool> ClientSession::replica_pool(const config::HostPort& addr) {

@@ -105,7 +105,14 @@ private:
     // Acquires a server from pool_ for the next transaction, routing and riding
     // out a failover for cluster databases.
     asio::awaitable<bool> acquire_server(Clock::time_point wait_deadline);
-    asio::awaitable<std::optional<auth::Credential>> lookup_auth_query(Clock::time_point deadline);
+    // What auth_query said of this client's user: its secret, nothing (no such user),
+    // or no answer (failed: the error the client gets, never "wrong password").
+    struct AuthLookup {
+        std::optional<auth::Credential> cred;
+        bool failed = false;
+        std::string sqlstate, message;
+    };
+    asio::awaitable<AuthLookup> lookup_auth_query(Clock::time_point deadline);
     asio::awaitable<bool> read_auth_message(std::string& body, Clock::time_point deadline);
     asio::awaitable<bool> auth_password_exchange(int method, Clock::time_point deadline);
     asio::awaitable<void> serve();
