@@ -511,13 +511,26 @@ asio::awaitable<bool> ClientSession::link() {
     // (the caller sees closing_ and the server goes back unused).
     if (worker_.runtime().suspended.load(std::memory_order_relaxed)) co_await wait_while_suspended();
     if (closing_) co_return true;
-    auto sql = build_sync_sql(client_params_, server_->params());
-    if (!sql.empty()) {
+    for (int attempt = 1;; ++attempt) {
+        auto sql = build_sync_sql(client_params_, server_->params());
+        if (sql.empty()) break;
         auto r = co_await server_->query(sql, Clock::now() + secs(std::max(5.0, settings.server_connect_timeout)));
-        if (!r.ok) {
+        if (r.ok) break;
+        // Gone (terminated, say) before any of this client's own bytes reached it:
+        // another server does as well, and the client never hears of it.
+        bool lost = server_->broken() || r.sqlstate.rfind("08", 0) == 0 || r.sqlstate.rfind("57P", 0) == 0;
+        if (!lost || attempt >= 3 || closing_) {
             kill(r.sqlstate, r.message);
             co_return false;
         }
+        spdlog::info("C-{}: server connection lost before the transaction ({}); taking another", id_, r.message);
+        server_->mark_broken();
+        pool_->discard(worker_, std::move(server_));
+        waiting_ = true;
+        bool again = co_await acquire_server(a.wait_started + secs(wait));
+        waiting_ = false;
+        if (!again) co_return false;
+        if (closing_) co_return true;
     }
     a.bscan.reset();
     a.expect.clear();

@@ -474,6 +474,11 @@ def run_chaos(p, pg, table, connect=None, operator=False, session=False):
         time.sleep(0.3)
     assert settled, f"pool did not settle: {row}, server states {states}"
 
+    # A server lost before a transaction's first byte reached it (between the pool and
+    # the parameter re-sync) is replaced, not reported to the client.
+    lost = [line for line in p.log().splitlines() if "closing because: server connection lost" in line]
+    assert not lost, lost[:3]
+
     # And the next client gets a clean server.
     c = connect()
     try:
