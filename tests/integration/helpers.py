@@ -571,6 +571,21 @@ class Pooler:
         return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               timeout=timeout, env=self.client_env(user))
 
+    def pool_row(self, database=DEFAULT_DB, user=DEFAULT_USER):
+        """That pool's row of SHOW POOLS as {column: value}; None when it has none."""
+        c = self.connect(user="pgbouncer", dbname="pgbouncer")
+        try:
+            with c.cursor() as cur:
+                cur.execute("SHOW POOLS")
+                names = [d[0] for d in cur.description]
+                for row in cur.fetchall():
+                    r = dict(zip(names, row))
+                    if r["database"] == database and r["user"] == user:
+                        return r
+        finally:
+            c.close()
+        return None
+
     def admin(self, command):
         c = self.connect(user="pgbouncer", dbname="pgbouncer")
         try:

@@ -375,21 +375,6 @@ class Operator:
             c.close()
 
 
-def pool_row(p):
-    c = p.connect(user="pgbouncer", dbname="pgbouncer")
-    try:
-        with c.cursor() as cur:
-            cur.execute("SHOW POOLS")
-            names = [d[0] for d in cur.description]
-            for row in cur.fetchall():
-                r = dict(zip(names, row))
-                if r["database"] == "testdb" and r["user"] == "app_md5":
-                    return r
-    finally:
-        c.close()
-    return None
-
-
 def run_chaos(p, pg, table, connect=None, operator=False, session=False):
     """The whole check against pooler p in front of PostgreSQL pg (its testdb holds table).
     connect(params=None) makes a logged-in wire client of app_md5 with those startup
@@ -463,7 +448,7 @@ def run_chaos(p, pg, table, connect=None, operator=False, session=False):
     max_servers = max(Operator.SIZES) if ops else POOL_SIZE
     deadline = time.monotonic() + 15
     while True:
-        row = pool_row(p)
+        row = p.pool_row()
         states = pg.sql("SELECT state, count(*) FROM pg_stat_activity WHERE usename = 'app_md5' "
                         "AND backend_type = 'client backend' GROUP BY state", dbname="testdb")
         states = {s: n for s, n in states}

@@ -15,7 +15,6 @@ import socket
 import subprocess
 import time
 
-import psycopg2
 import pytest
 
 import helpers
@@ -139,22 +138,6 @@ def server_ports(p, pg):
     for _, _, s in socks:
         s.close()
     return [local[1] for local, peer, _ in socks if peer[1] == pg.port]
-
-
-def pool_row(p):
-    """SHOW POOLS of the default database: {column: value}."""
-    c = p.connect(user="pgbouncer", dbname="pgbouncer")
-    try:
-        with c.cursor() as cur:
-            cur.execute("SHOW POOLS")
-            names = [d[0] for d in cur.description]
-            for row in cur.fetchall():
-                r = dict(zip(names, row))
-                if r["database"] == helpers.DEFAULT_DB and r["user"] == helpers.DEFAULT_USER:
-                    return r
-    finally:
-        c.close()
-    return None
 
 
 # --------------------------------------------------------------------------- the options
@@ -330,11 +313,11 @@ def test_keepalive_drops_an_idle_server_whose_host_vanished(pgrouter, pg):
         ports = server_ports(p, pg)
         assert len(ports) == 1, ports
         inodes = server_socket_inodes(p, pg)
-        wait_until(lambda: (pool_row(p) or {}).get("sv_idle") == 1, 10, "the server idle in the pool")
+        wait_until(lambda: (p.pool_row() or {}).get("sv_idle") == 1, 10, "the server idle in the pool")
         with cable_cut(ports[0], pg.port):
             # 1 s idle + 2 unanswered probes 1 s apart: dead after about 3 s.
-            wait_until(lambda: (pool_row(p) or {}).get("sv_idle") == 0, 30, "the dead server dropped from the pool")
-            row = pool_row(p)
+            wait_until(lambda: (p.pool_row() or {}).get("sv_idle") == 0, 30, "the dead server dropped from the pool")
+            row = p.pool_row()
             assert row["sv_active"] == 0 and row["sv_used"] == 0, row
             wait_until(lambda: not open_inodes(p.proc.pid) & set(inodes), 10, "the dead server's socket closed")
         assert_new_server(p, pid)
@@ -359,8 +342,8 @@ def test_keepalive_ends_a_session_whose_client_vanished(pgrouter, pg):
         # run, bounded by tcp_user_timeout, tested above).
         time.sleep(1)
         with cable_cut(local_port(c), p.port):
-            wait_until(lambda: (pool_row(p) or {}).get("cl_active") == 0, 30, "the vanished client's session ended")
-            row = pool_row(p)
+            wait_until(lambda: (p.pool_row() or {}).get("cl_active") == 0, 30, "the vanished client's session ended")
+            row = p.pool_row()
             assert row["sv_active"] == 0, row
         if p.kind == "pgrouter":
             assert "closing because: client connection lost: Connection timed out" in p.log(), p.log()[-2000:]
