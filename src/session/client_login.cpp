@@ -561,7 +561,7 @@ asio::awaitable<ClientSession::AuthLookup> ClientSession::lookup_auth_query(Cloc
                 p->discard(worker_, std::move(res.server));
             break;
         }
-        bool cut_off = res.server->broken() || rows.sqlstate.rfind("08", 0) == 0 || rows.sqlstate.rfind("57P", 0) == 0;
+        bool cut_off = res.server->broken() || sqlstate::server_gone(rows.sqlstate);
         res.server->mark_broken();
         p->discard(worker_, std::move(res.server));
         if (cut_off && attempt < 3 && Clock::now() < deadline) {

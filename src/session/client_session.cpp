@@ -518,7 +518,7 @@ asio::awaitable<bool> ClientSession::link() {
         if (r.ok) break;
         // Gone (terminated, say) before any of this client's own bytes reached it:
         // another server does as well, and the client never hears of it.
-        bool lost = server_->broken() || r.sqlstate.rfind("08", 0) == 0 || r.sqlstate.rfind("57P", 0) == 0;
+        bool lost = server_->broken() || sqlstate::server_gone(r.sqlstate);
         if (!lost || attempt >= 3 || closing_) {
             kill(r.sqlstate, r.message);
             co_return false;
@@ -590,7 +590,7 @@ asio::awaitable<bool> ClientSession::acquire_server(Clock::time_point wait_deadl
         }
         // Unreachable, or refusing logins while it shuts down or starts (57P01-57P03):
         // a node on its way out of the topology.
-        bool unreachable = res.sqlstate.empty() || res.sqlstate.rfind("08", 0) == 0 || res.sqlstate.rfind("57P", 0) == 0;
+        bool unreachable = res.sqlstate.empty() || sqlstate::server_gone(res.sqlstate);
         if (unreachable && !to_primary && ++replica_failures <= 3) {
             // A replica that went away before its health check noticed: try the next one.
             if (auto t = pool_->target()) {

@@ -27,6 +27,10 @@ inline constexpr std::string_view invalid_parameter_value = "22023";
 inline constexpr std::string_view config_file_error = "F0000";
 inline constexpr std::string_view program_limit_exceeded = "54000";
 inline constexpr std::string_view transaction_timeout = "25P04";
+
+// The server went away rather than answered: the connection failed or was lost (08),
+// or it is shutting down, was terminated, or is not ready yet (57P01-57P03).
+inline bool server_gone(std::string_view state) { return state.starts_with("08") || state.starts_with("57P"); }
 }  // namespace sqlstate
 
 // Appends an ErrorResponse. `fatal` errors are followed by the pooler closing the client.
