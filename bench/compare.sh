@@ -23,18 +23,25 @@ POOL_SIZE=${POOL_SIZE:-20}
 IDLE_CLIENTS=${IDLE_CLIENTS:-10000}
 POOLERS=${POOLERS:-"pgbouncer pgrouter"}
 PGROUTER_WORKERS=${PGROUTER_WORKERS:-0}
+# A/B of two pgrouter builds: POOLERS="pgrouter pgrouter-b" PGROUTER_BIN_B=/path/to/other/pgrouter.
+PGROUTER_BIN_B=${PGROUTER_BIN_B:-}
+# ROUNDS=N measures each point N times (the poolers' order alternating); tables give medians.
+ROUNDS=${ROUNDS:-1}
 # SYSCALLS=1: also count each pooler's system calls per transaction (perf, as root).
 SYSCALLS=${SYSCALLS:-0}
 # PROFILE=DIR: also record each measured run's profile of each pooler, user and kernel
 # (perf record -g, as root) into DIR/<pooler>-<clients>-<script>-<protocol>.data.
 PROFILE=${PROFILE:-}
+# PROFILE_CALLGRAPH: perf's call-graph option for PROFILE (default: frame pointers, -g; for
+# exact user-space callers, "--call-graph=dwarf,16384", which costs much more while recording).
+PROFILE_CALLGRAPH=${PROFILE_CALLGRAPH:--g}
 SYSCALL_EVENTS=$(for s in recvfrom sendto read write readv writev recvmsg sendmsg epoll_wait epoll_ctl futex \
   ioctl accept4 close timerfd_settime; do printf 'syscalls:sys_enter_%s,' "$s"; done)
 SYSCALL_EVENTS=${SYSCALL_EVENTS%,}
 MAX_CLIENT_CONN=$((IDLE_CLIENTS + 1100))
 if [ -z "${BENCH_TIMEOUT:-}" ]; then
   nclients=$(wc -w <<<"$CLIENTS")
-  BENCH_TIMEOUT=$((600 + nclients * 8 * (DURATION + WARMUP + 30)))
+  BENCH_TIMEOUT=$((600 + nclients * 8 * ROUNDS * (DURATION + WARMUP + 30)))
 fi
 
 ensure_packages postgresql-15 postgresql-client-15 pgbouncer python3
@@ -110,11 +117,11 @@ server_tls_sslmode = disable
 EOF
 }
 
-write_pgrouter_toml() {
-  cat >"$WORK/pgrouter.toml" <<EOF
+write_pgrouter_toml() {  # name
+  cat >"$WORK/$1.toml" <<EOF
 [pgrouter]
 listen_addr = "127.0.0.1"
-listen_port = ${PORT[pgrouter]}
+listen_port = ${PORT[$1]}
 unix_socket_dir = ""
 auth_type = "trust"
 auth_file = "$WORK/userlist.txt"
@@ -144,14 +151,16 @@ start_pooler() {
       [ "$(id -u)" -eq 0 ] && chown "$PG_OS_USER" "$WORK/pgbouncer.ini" "$WORK/userlist.txt"
       "${AS_PG_EXEC[@]}" "$PGBOUNCER_BIN" "$WORK/pgbouncer.ini" >"$WORK/pgbouncer.log" 2>&1 &
       ;;
-    pgrouter)
-      if [ ! -x "$PGROUTER_BIN" ]; then
-        STATUS[$name]="failed: $PGROUTER_BIN missing"
+    pgrouter | pgrouter-b)
+      local bin=$PGROUTER_BIN
+      [ "$name" = pgrouter-b ] && bin=$PGROUTER_BIN_B
+      if [ ! -x "$bin" ]; then
+        STATUS[$name]="failed: ${bin:-PGROUTER_BIN_B} missing"
         warn "${STATUS[$name]}"
         return 0
       fi
-      write_pgrouter_toml
-      "$PGROUTER_BIN" "$WORK/pgrouter.toml" >"$WORK/pgrouter.log" 2>&1 &
+      write_pgrouter_toml "$name"
+      "$bin" "$WORK/$name.toml" >"$WORK/$name.log" 2>&1 &
       ;;
     *) die "unknown pooler $name" ;;
   esac
@@ -234,7 +243,7 @@ measure() {  # pooler clients script proto
   local prof_pid=
   if [ -n "$PROFILE" ]; then
     mkdir -p "$PROFILE"
-    perf record -q -g -F 2000 -p "$pid" -o "$PROFILE/$name-$c-$script-$proto.data" >/dev/null 2>&1 &
+    perf record -q $PROFILE_CALLGRAPH -F 2000 -p "$pid" -o "$PROFILE/$name-$c-$script-$proto.data" >/dev/null 2>&1 &
     prof_pid=$!
   fi
   run_pgbench "$name" "$c" "$script" "$proto" "$DURATION" "$out" &
@@ -285,22 +294,39 @@ if [ "$MODE" = tps ]; then
   for c in $CLIENTS; do
     for script in $SCRIPTS; do
       for proto in $PROTOCOLS; do
-        order=$POOLERS
-        # Alternate which pooler goes first, so drift (checkpoints, caches) hits both alike.
-        if [ $((i % 2)) -eq 1 ]; then order=$(tr ' ' '\n' <<<"$POOLERS" | tac | tr '\n' ' '); fi
-        for p in $order; do measure "$p" "$c" "$script" "$proto"; done
-        i=$((i + 1))
+        for ((round = 0; round < ROUNDS; round++)); do
+          order=$POOLERS
+          # Alternate which pooler goes first, so drift (checkpoints, caches) hits both alike.
+          if [ $((i % 2)) -eq 1 ]; then order=$(tr ' ' '\n' <<<"$POOLERS" | tac | tr '\n' ' '); fi
+          for p in $order; do measure "$p" "$c" "$script" "$proto"; done
+          i=$((i + 1))
+        done
       done
     done
   done
   /usr/bin/python3 - "$RESULTS" "$DURATION" "$POOL_SIZE" "$PGROUTER_WORKERS" <<'EOF' | tee "$WORK/table.md"
-import sys, collections
+import sys, collections, statistics
 path, duration, pool, workers = sys.argv[1:5]
-rows = collections.OrderedDict()
+runs = collections.OrderedDict()
 for line in open(path):
     f = line.rstrip("\n").split("\t")
     name, c, script, proto = f[:4]
-    rows.setdefault((c, script, proto), {})[name] = f[4:]
+    runs.setdefault((c, script, proto), {}).setdefault(name, []).append(f[4:])
+def median_row(rs):
+    # One row per pooler and point: the median of each column over the rounds that
+    # did not fail (a failure is shown only if every round failed).
+    ok = [r for r in rs if r and r[0] != "FAILED"]
+    if not ok:
+        return rs[-1]
+    out = list(ok[0])
+    for i in (0, 1, 2, 3, 5, 6):
+        try:
+            out[i] = str(statistics.median(float(r[i]) for r in ok))
+        except (ValueError, IndexError):
+            pass
+    return out
+rows = collections.OrderedDict((k, {n: median_row(rs) for n, rs in by.items()}) for k, by in runs.items())
+rounds = max((len(rs) for by in runs.values() for rs in by.values()), default=1)
 def num(r, i):
     try:
         return float(r[i])
@@ -310,35 +336,52 @@ def cell(v, fmt):
     return "FAILED" if v is None else fmt.format(v)
 def ratio(a, b):
     return "-" if a is None or b is None or b == 0 else f"{a / b:.2f}"
-print(f"\npgbench, transaction pooling, pool_size {pool}, {duration} s per run, -j 2; "
-      f"pgrouter workers = {workers} (0 = one per CPU); ratio = pgrouter / PgBouncer\n")
-print("| clients | script | protocol | tps PgBouncer | tps pgrouter | ratio | latency ms PgBouncer | latency ms pgrouter "
-      "| ratio | CPU us/tx PgBouncer | CPU us/tx pgrouter | ratio | RSS MB PgBouncer | RSS MB pgrouter | ratio |")
-print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-for (c, script, proto), by in rows.items():
-    b, r = by.get("pgbouncer"), by.get("pgrouter")
-    vals = []
-    for i, fmt in ((0, "{:.0f}"), (1, "{:.2f}"), (2, "{:.1f}"), (3, "{:.1f}")):
-        vb = num(b, i) if b else None
-        vr = num(r, i) if r else None
-        if i == 3:
-            vb = vb / 1024 if vb is not None else None
-            vr = vr / 1024 if vr is not None else None
-        vals += [cell(vb, fmt), cell(vr, fmt), ratio(vr, vb)]
-    print(f"| {c} | {script} | {proto} | " + " | ".join(vals) + " |")
-print("\nCPU per transaction split into user and system (kernel) time, us/tx. The last column is the floor\n"
-      "of the CPU ratio: what pgrouter / PgBouncer would be if pgrouter spent no user time at all.\n")
-print("| clients | script | protocol | PgBouncer user | PgBouncer system | pgrouter user | pgrouter system "
-      "| pgrouter user / PgBouncer user | pgrouter system / PgBouncer user+system |")
-print("|---:|---|---|---:|---:|---:|---:|---:|---:|")
-for (c, script, proto), by in rows.items():
-    b, r = by.get("pgbouncer"), by.get("pgrouter")
-    bu, bs = (num(b, 5), num(b, 6)) if b else (None, None)
-    ru, rs = (num(r, 5), num(r, 6)) if r else (None, None)
-    floor = ratio(rs, bu + bs) if bu is not None and bs is not None else "-"
-    print(f"| {c} | {script} | {proto} | {cell(bu, '{:.1f}')} | {cell(bs, '{:.1f}')} | {cell(ru, '{:.1f}')} "
-          f"| {cell(rs, '{:.1f}')} | {ratio(ru, bu)} | {floor} |")
-notes = [f"{n} c={c} {s} {p}: {v[-1]}" for (c, s, p), by in rows.items() for n, v in by.items()
+if any("pgbouncer" in by for by in rows.values()):
+    print(f"\npgbench, transaction pooling, pool_size {pool}, {duration} s per run, -j 2; "
+          f"pgrouter workers = {workers} (0 = one per CPU); ratio = pgrouter / PgBouncer\n")
+    print("| clients | script | protocol | tps PgBouncer | tps pgrouter | ratio | latency ms PgBouncer | latency ms pgrouter "
+          "| ratio | CPU us/tx PgBouncer | CPU us/tx pgrouter | ratio | RSS MB PgBouncer | RSS MB pgrouter | ratio |")
+    print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for (c, script, proto), by in rows.items():
+        b, r = by.get("pgbouncer"), by.get("pgrouter")
+        vals = []
+        for i, fmt in ((0, "{:.0f}"), (1, "{:.2f}"), (2, "{:.1f}"), (3, "{:.1f}")):
+            vb = num(b, i) if b else None
+            vr = num(r, i) if r else None
+            if i == 3:
+                vb = vb / 1024 if vb is not None else None
+                vr = vr / 1024 if vr is not None else None
+            vals += [cell(vb, fmt), cell(vr, fmt), ratio(vr, vb)]
+        print(f"| {c} | {script} | {proto} | " + " | ".join(vals) + " |")
+    print("\nCPU per transaction split into user and system (kernel) time, us/tx. The last column is the floor\n"
+          "of the CPU ratio: what pgrouter / PgBouncer would be if pgrouter spent no user time at all.\n")
+    print("| clients | script | protocol | PgBouncer user | PgBouncer system | pgrouter user | pgrouter system "
+          "| pgrouter user / PgBouncer user | pgrouter system / PgBouncer user+system |")
+    print("|---:|---|---|---:|---:|---:|---:|---:|---:|")
+    for (c, script, proto), by in rows.items():
+        b, r = by.get("pgbouncer"), by.get("pgrouter")
+        bu, bs = (num(b, 5), num(b, 6)) if b else (None, None)
+        ru, rs = (num(r, 5), num(r, 6)) if r else (None, None)
+        floor = ratio(rs, bu + bs) if bu is not None and bs is not None else "-"
+        print(f"| {c} | {script} | {proto} | {cell(bu, '{:.1f}')} | {cell(bs, '{:.1f}')} | {cell(ru, '{:.1f}')} "
+              f"| {cell(rs, '{:.1f}')} | {ratio(ru, bu)} | {floor} |")
+if any("pgrouter-b" in by for by in rows.values()):
+    print(f"\nA/B of two pgrouter builds (A = PGROUTER_BIN, B = PGROUTER_BIN_B); "
+          f"{'medians of ' + str(rounds) + ' rounds' if rounds > 1 else 'one round'}; ratio = B / A\n")
+    print("| clients | script | protocol | tps A | tps B | ratio | CPU us/tx A | CPU us/tx B | ratio "
+          "| user A | user B | system A | system B | B cheaper in rounds |")
+    print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for (c, script, proto), by in rows.items():
+        a, b = by.get("pgrouter"), by.get("pgrouter-b")
+        va = [num(a, i) if a else None for i in (0, 2, 5, 6)]
+        vb = [num(b, i) if b else None for i in (0, 2, 5, 6)]
+        pairs = list(zip(runs[(c, script, proto)].get("pgrouter", []), runs[(c, script, proto)].get("pgrouter-b", [])))
+        wins = sum(1 for x, y in pairs if num(x, 2) is not None and num(y, 2) is not None and num(y, 2) < num(x, 2))
+        print(f"| {c} | {script} | {proto} | {cell(va[0], '{:.0f}')} | {cell(vb[0], '{:.0f}')} | {ratio(vb[0], va[0])} "
+              f"| {cell(va[1], '{:.1f}')} | {cell(vb[1], '{:.1f}')} | {ratio(vb[1], va[1])} "
+              f"| {cell(va[2], '{:.1f}')} | {cell(vb[2], '{:.1f}')} | {cell(va[3], '{:.1f}')} | {cell(vb[3], '{:.1f}')} "
+              f"| {wins} of {len(pairs)} |")
+notes = [f"{n} c={c} {s} {p}: {v[-1]}" for (c, s, p), by in runs.items() for n, vs in by.items() for v in vs
          if v and v[0] == "FAILED"]
 if notes:
     print("\nFailures:\n" + "\n".join(f"- {n}" for n in notes))

@@ -1,5 +1,6 @@
 // Gathers sessions and servers from every worker, each on its own thread.
 #include "pgrouter/admin/census.hpp"
+#include "pgrouter/util/task.hpp"
 
 #include "pgrouter/admin/admin.hpp"
 #include "pgrouter/app/runtime.hpp"
@@ -23,7 +24,7 @@
 namespace pgrouter::admin {
 
 namespace {
-constexpr auto token = asio::as_tuple(asio::use_awaitable);
+constexpr auto token = task_token;
 
 // "1.2.3.4:5" / "[::1]:5" / "::1:5" / "unix" -> addr and port.
 Endpoint split_peer(const std::string& peer, int unix_port) {
@@ -140,7 +141,7 @@ Census collect(app::Worker& w) {
 
 std::string ptr_text(std::uint64_t id) { return fmt::format("0x{:x}", id); }
 
-asio::awaitable<bool> on_every_worker(app::Worker& self, const WorkerFn& fn,
+Task<bool> on_every_worker(app::Worker& self, const WorkerFn& fn,
                                       std::chrono::milliseconds limit) {
     struct Join {
         explicit Join(asio::io_context& ctx, int n) : done(ctx), left(n) {}
@@ -171,7 +172,7 @@ asio::awaitable<bool> on_every_worker(app::Worker& self, const WorkerFn& fn,
     }
 }
 
-asio::awaitable<Census> take_census(app::Worker& self) {
+Task<Census> take_census(app::Worker& self) {
     auto& workers = self.runtime().workers;
     struct Parts {
         std::mutex m;

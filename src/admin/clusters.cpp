@@ -1,5 +1,6 @@
 // SHOW CLUSTERS, SET PRIMARY and SET REPLICAS: pgrouter's own admin commands.
 #include "pgrouter/admin/handlers.hpp"
+#include "pgrouter/util/task.hpp"
 
 #include "pgrouter/app/runtime.hpp"
 #include "pgrouter/pool/pool.hpp"
@@ -12,7 +13,7 @@ namespace pgrouter::admin {
 
 namespace sqlstate = session::sqlstate;
 
-asio::awaitable<void> show_clusters(Context& ctx, const Command& cmd) {
+Task<void> show_clusters(Context& ctx, const Command& cmd) {
     ResultSet rs({{"cluster"},
                   {"role"},
                   {"host"},
@@ -49,7 +50,7 @@ asio::awaitable<void> show_clusters(Context& ctx, const Command& cmd) {
 }
 
 // SET PRIMARY <cluster> '<host:port>' | SET REPLICAS <cluster> '<host:port>[,...]'
-asio::awaitable<void> set_topology(Context& ctx, const Command& cmd) {
+Task<void> set_topology(Context& ctx, const Command& cmd) {
     bool primary = cmd.keyword(1) == "PRIMARY";
     auto name = cmd.name(2);
     bool shape = cmd.size() == 4 && name && cmd.tokens[3].kind != Token::Kind::equals;

@@ -1,5 +1,6 @@
 // The admin command table: the first word (or "SHOW <word>") picks the handler.
 #include "pgrouter/admin/handlers.hpp"
+#include "pgrouter/util/task.hpp"
 
 #include "pgrouter/app/runtime.hpp"
 #include "pgrouter/pool/pool.hpp"
@@ -115,7 +116,7 @@ void invalid_command(Context& ctx, const Command& cmd) {
     ctx.error(sqlstate::syntax_error, "invalid command '" + cmd.text + "', use SHOW HELP;");
 }
 
-asio::awaitable<void> execute(Context& ctx, std::string_view sql) {
+Task<void> execute(Context& ctx, std::string_view sql) {
     auto parsed = parse_command(sql);
     if (!parsed.command) {
         if (parsed.error.empty())
@@ -193,9 +194,9 @@ std::optional<std::string> optional_database_arg(Context& ctx, const Command& cm
     return database_arg(ctx, cmd, 1);
 }
 
-asio::awaitable<void> sleep_for(Context& ctx, std::chrono::milliseconds d) {
+Task<void> sleep_for(Context& ctx, std::chrono::milliseconds d) {
     asio::steady_timer t(ctx.worker.ctx(), d);
-    co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+    co_await t.async_wait(task_token);
 }
 
 }  // namespace pgrouter::admin

@@ -2,6 +2,7 @@
 // client leaves. Extended-protocol messages get one error, then everything up to
 // the next Sync is skipped, as PostgreSQL does after an error.
 #include "pgrouter/admin/admin.hpp"
+#include "pgrouter/util/task.hpp"
 
 #include "pgrouter/admin/command.hpp"
 #include "pgrouter/admin/state.hpp"
@@ -20,7 +21,7 @@ namespace pgrouter::admin {
 namespace {
 using namespace boost::asio::experimental::awaitable_operators;
 namespace sqlstate = session::sqlstate;
-constexpr auto token = asio::as_tuple(asio::use_awaitable);
+constexpr auto token = task_token;
 // Admin commands are short; anything bigger is not one.
 constexpr std::size_t kMaxAdminMessage = 1 << 20;
 
@@ -42,7 +43,7 @@ void write_welcome(std::string& out, const ConsoleClient& who) {
 enum class Step { go_on, stop };
 
 // Handles one whole message; writes replies to ctx.out.
-asio::awaitable<Step> handle_message(Context& ctx, char type, std::string_view body, bool& skipping) {
+Task<Step> handle_message(Context& ctx, char type, std::string_view body, bool& skipping) {
     switch (type) {
         case 'X':
             co_return Step::stop;
@@ -82,7 +83,7 @@ asio::awaitable<Step> handle_message(Context& ctx, char type, std::string_view b
 }
 
 // Runs every whole message in `buf`; stop when the session must end.
-asio::awaitable<Step> drain(Context& ctx, std::string& buf, bool& skipping) {
+Task<Step> drain(Context& ctx, std::string& buf, bool& skipping) {
     std::size_t pos = 0;
     Step step = Step::go_on;
     while (step == Step::go_on) {
@@ -107,7 +108,7 @@ asio::awaitable<Step> drain(Context& ctx, std::string& buf, bool& skipping) {
 
 bool is_admin_database(std::string_view db) { return db == "pgbouncer" || db == "pgrouter"; }
 
-asio::awaitable<void> run_console(app::Worker& w, net::Stream& client, ConsoleClient who, std::string pending) {
+Task<void> run_console(app::Worker& w, net::Stream& client, ConsoleClient who, std::string pending) {
     auto& rt = w.runtime();
     start(rt);
     Context ctx{w, rt, who, {}};

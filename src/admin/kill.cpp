@@ -1,5 +1,6 @@
 // KILL, KILL_CLIENT, RECONNECT, WAIT_CLOSE.
 #include "pgrouter/admin/census.hpp"
+#include "pgrouter/util/task.hpp"
 #include "pgrouter/admin/handlers.hpp"
 
 #include "pgrouter/app/runtime.hpp"
@@ -33,7 +34,7 @@ void retire_servers(app::Runtime& rt, pool::Pool& p) {
 using Pick = std::function<bool(const session::ClientSession&)>;
 
 // Kills the client sessions `pick` selects, on every worker; returns how many.
-asio::awaitable<int> kill_sessions(Context& ctx, const Pick& pick, const std::string& message) {
+Task<int> kill_sessions(Context& ctx, const Pick& pick, const std::string& message) {
     auto killed = std::make_shared<std::atomic<int>>(0);
     WorkerFn fn = [pick, killed, message](app::Worker& w) {
         for (auto& weak : w.sessions()) {
@@ -48,7 +49,7 @@ asio::awaitable<int> kill_sessions(Context& ctx, const Pick& pick, const std::st
 }
 }  // namespace
 
-asio::awaitable<void> close_servers(Context& ctx, const std::string& db, bool retire) {
+Task<void> close_servers(Context& ctx, const std::string& db, bool retire) {
     auto pools = pools_of(ctx.rt, db);
     if (retire)
         for (auto& p : pools) retire_servers(ctx.rt, *p);
@@ -60,7 +61,7 @@ asio::awaitable<void> close_servers(Context& ctx, const std::string& db, bool re
 
 // KILL [db]: drops every client and server of db (of every database when no
 // name is given); as in PgBouncer, the database stays paused until RESUME.
-asio::awaitable<void> kill(Context& ctx, const Command& cmd) {
+Task<void> kill(Context& ctx, const Command& cmd) {
     if (cmd.size() > 2) co_return invalid_command(ctx, cmd);
     auto db_arg = optional_database_arg(ctx, cmd);
     if (!db_arg) co_return;
@@ -76,7 +77,7 @@ asio::awaitable<void> kill(Context& ctx, const Command& cmd) {
 }
 
 // KILL_CLIENT id: the id column of SHOW CLIENTS.
-asio::awaitable<void> kill_client(Context& ctx, const Command& cmd) {
+Task<void> kill_client(Context& ctx, const Command& cmd) {
     std::uint64_t id = 0;
     auto arg = cmd.name(1);
     if (cmd.size() != 2 || !arg) co_return invalid_command(ctx, cmd);
@@ -97,7 +98,7 @@ asio::awaitable<void> kill_client(Context& ctx, const Command& cmd) {
 }
 
 // RECONNECT [db]: idle servers close now, busy ones when their client releases them.
-asio::awaitable<void> reconnect(Context& ctx, const Command& cmd) {
+Task<void> reconnect(Context& ctx, const Command& cmd) {
     if (cmd.size() > 2) co_return invalid_command(ctx, cmd);
     auto db_arg = optional_database_arg(ctx, cmd);
     if (!db_arg) co_return;
@@ -108,7 +109,7 @@ asio::awaitable<void> reconnect(Context& ctx, const Command& cmd) {
 
 // WAIT_CLOSE [db]: returns once no server of db (of any database) is marked
 // close_needed by RECONNECT or RELOAD.
-asio::awaitable<void> wait_close(Context& ctx, const Command& cmd) {
+Task<void> wait_close(Context& ctx, const Command& cmd) {
     if (cmd.size() > 2) co_return invalid_command(ctx, cmd);
     auto db_arg = optional_database_arg(ctx, cmd);
     if (!db_arg) co_return;

@@ -1,5 +1,6 @@
 // PAUSE, RESUME, SUSPEND, DISABLE, ENABLE.
 #include "pgrouter/admin/census.hpp"
+#include "pgrouter/util/task.hpp"
 #include "pgrouter/admin/handlers.hpp"
 
 #include "pgrouter/app/runtime.hpp"
@@ -18,7 +19,7 @@ namespace {
 namespace sqlstate = session::sqlstate;
 
 // Server connections still linked to a client (db, or every database when empty).
-asio::awaitable<int> linked_servers(Context& ctx, const std::string& db) {
+Task<int> linked_servers(Context& ctx, const std::string& db) {
     auto census = co_await take_census(ctx.worker);
     int n = 0;
     for (auto& s : census.servers)
@@ -27,7 +28,7 @@ asio::awaitable<int> linked_servers(Context& ctx, const std::string& db) {
 }
 
 // Sessions not yet settled for SUSPEND (every worker); with `force`, they are dropped.
-asio::awaitable<int> suspend_round(Context& ctx, bool force) {
+Task<int> suspend_round(Context& ctx, bool force) {
     auto busy = std::make_shared<std::atomic<int>>(0);
     WorkerFn fn = [busy, force](app::Worker& w) {
         for (auto& weak : w.sessions()) {
@@ -45,7 +46,7 @@ asio::awaitable<int> suspend_round(Context& ctx, bool force) {
 // PAUSE [db]: new transactions wait (the session checks is_paused before it
 // takes a server); returns once running ones have released their servers,
 // then closes the idle servers, so the database can restart under us.
-asio::awaitable<void> pause(Context& ctx, const Command& cmd) {
+Task<void> pause(Context& ctx, const Command& cmd) {
     if (cmd.size() > 2) co_return invalid_command(ctx, cmd);
     auto db_arg = optional_database_arg(ctx, cmd);
     if (!db_arg) co_return;
@@ -73,7 +74,7 @@ asio::awaitable<void> pause(Context& ctx, const Command& cmd) {
 }
 
 // RESUME [db]: after PAUSE or KILL. RESUME without a name resumes everything.
-asio::awaitable<void> resume(Context& ctx, const Command& cmd) {
+Task<void> resume(Context& ctx, const Command& cmd) {
     if (cmd.size() > 2) co_return invalid_command(ctx, cmd);
     if (cmd.size() == 1) {
         ctx.rt.set_paused("*", false);
@@ -101,7 +102,7 @@ asio::awaitable<void> resume(Context& ctx, const Command& cmd) {
 // stays queued, is held if given a server, and goes on after RESUME. After
 // suspend_timeout those still busy are dropped with "suspend_timeout". pgrouter has no
 // socket hand-over to a new process (PgBouncer's online restart).
-asio::awaitable<void> suspend(Context& ctx, const Command& cmd) {
+Task<void> suspend(Context& ctx, const Command& cmd) {
     if (cmd.size() != 1) co_return invalid_command(ctx, cmd);
     if (ctx.rt.suspended.load() || ctx.rt.is_paused("*")) {
         ctx.error(sqlstate::object_not_in_prerequisite_state, "already suspended/paused");
@@ -127,7 +128,7 @@ asio::awaitable<void> suspend(Context& ctx, const Command& cmd) {
     ctx.complete("SUSPEND");
 }
 
-asio::awaitable<void> disable(Context& ctx, const Command& cmd) {
+Task<void> disable(Context& ctx, const Command& cmd) {
     if (cmd.size() > 2) co_return invalid_command(ctx, cmd);
     auto db = database_arg(ctx, cmd, 1);
     if (!db) co_return;
@@ -135,7 +136,7 @@ asio::awaitable<void> disable(Context& ctx, const Command& cmd) {
     ctx.complete("DISABLE");
 }
 
-asio::awaitable<void> enable(Context& ctx, const Command& cmd) {
+Task<void> enable(Context& ctx, const Command& cmd) {
     if (cmd.size() > 2) co_return invalid_command(ctx, cmd);
     auto db = database_arg(ctx, cmd, 1);
     if (!db) co_return;

@@ -1,5 +1,6 @@
 // RELOAD and SHUTDOWN: handed to the App's control thread through the Runtime.
 #include "pgrouter/admin/handlers.hpp"
+#include "pgrouter/util/task.hpp"
 
 #include "pgrouter/app/runtime.hpp"
 #include "pgrouter/session/errors.hpp"
@@ -16,7 +17,7 @@ namespace sqlstate = session::sqlstate;
 // RELOAD: the whole file is validated; on any problem the running config stays
 // and the problems come back as the error. Runtime::reload blocks until the
 // control thread has done it, so it runs on a thread of its own, never on a worker.
-asio::awaitable<void> reload(Context& ctx, const Command& cmd) {
+Task<void> reload(Context& ctx, const Command& cmd) {
     if (cmd.size() != 1) co_return invalid_command(ctx, cmd);
     if (!ctx.rt.reload) {
         ctx.error(sqlstate::feature_not_supported, "RELOAD is not available");
@@ -45,7 +46,7 @@ asio::awaitable<void> reload(Context& ctx, const Command& cmd) {
 // SHUTDOWN [WAIT_FOR_SERVERS | WAIT_FOR_CLIENTS]: a safe shutdown either way:
 // the listeners close, idle clients are told, running transactions may finish
 // (bounded by shutdown_timeout). The console that asked is closed after the reply.
-asio::awaitable<void> shutdown(Context& ctx, const Command& cmd) {
+Task<void> shutdown(Context& ctx, const Command& cmd) {
     auto mode = cmd.keyword(1);
     if (cmd.size() > 2 || (cmd.size() == 2 && mode != "WAIT_FOR_SERVERS" && mode != "WAIT_FOR_CLIENTS"))
         co_return invalid_command(ctx, cmd);

@@ -1,6 +1,7 @@
 // SHOW CONFIG and SET key = value. The running config is an immutable snapshot:
 // SET builds a modified copy, validates it whole and publishes it.
 #include "pgrouter/auth/auth.hpp"
+#include "pgrouter/util/task.hpp"
 #include "pgrouter/admin/handlers.hpp"
 
 #include "pgrouter/app/logging.hpp"
@@ -138,7 +139,7 @@ std::string lower(std::string s) {
 }
 }  // namespace
 
-asio::awaitable<void> show_config(Context& ctx, const Command& cmd) {
+Task<void> show_config(Context& ctx, const Command& cmd) {
     auto snap = ctx.rt.snapshot();
     static const Config defaults{};
     ResultSet rs({{"key"}, {"value"}, {"default"}, {"changeable"}});
@@ -149,7 +150,7 @@ asio::awaitable<void> show_config(Context& ctx, const Command& cmd) {
 }
 
 // SET key = value | SET key TO value; the value a word or a 'string'.
-asio::awaitable<void> set(Context& ctx, const Command& cmd) {
+Task<void> set(Context& ctx, const Command& cmd) {
     if ((cmd.keyword(1) == "PRIMARY" || cmd.keyword(1) == "REPLICAS") &&
         (cmd.size() < 3 || cmd.tokens[2].kind != Token::Kind::equals)) {
         co_await set_topology(ctx, cmd);

@@ -1,5 +1,6 @@
 // SHOW DATABASES and SHOW USERS: the configuration with live connection counts.
 #include "pgrouter/admin/census.hpp"
+#include "pgrouter/util/task.hpp"
 #include "pgrouter/admin/handlers.hpp"
 
 #include "pgrouter/app/runtime.hpp"
@@ -33,7 +34,7 @@ std::map<std::string, Usage> by_user(app::Runtime& rt, const Census& census) {
 }
 }  // namespace
 
-asio::awaitable<void> show_databases(Context& ctx, const Command& cmd) {
+Task<void> show_databases(Context& ctx, const Command& cmd) {
     auto census = co_await take_census(ctx.worker);
     auto snap = ctx.rt.snapshot();
     auto& cfg = *snap->config;
@@ -88,7 +89,7 @@ asio::awaitable<void> show_databases(Context& ctx, const Command& cmd) {
     rs.write(ctx.out);
 }
 
-asio::awaitable<void> show_users(Context& ctx, const Command& cmd) {
+Task<void> show_users(Context& ctx, const Command& cmd) {
     auto census = co_await take_census(ctx.worker);
     auto snap = ctx.rt.snapshot();
     auto& cfg = *snap->config;

@@ -1,5 +1,6 @@
 // SHOW HELP, VERSION, STATE, LISTS, MEM, DNS_HOSTS, DNS_ZONES.
 #include "pgrouter/admin/census.hpp"
+#include "pgrouter/util/task.hpp"
 #include "pgrouter/admin/handlers.hpp"
 
 #include "pgrouter/app/runtime.hpp"
@@ -13,13 +14,13 @@
 
 namespace pgrouter::admin {
 
-asio::awaitable<void> show_help(Context& ctx, const Command& cmd) {
+Task<void> show_help(Context& ctx, const Command& cmd) {
     ctx.notice("Console usage", help_text());
     ctx.complete("SHOW");
     co_return;
 }
 
-asio::awaitable<void> show_version(Context& ctx, const Command& cmd) {
+Task<void> show_version(Context& ctx, const Command& cmd) {
     ResultSet rs({{"version"}});
     rs.add({cell(PGROUTER_VERSION_STRING)});
     rs.write(ctx.out);
@@ -27,7 +28,7 @@ asio::awaitable<void> show_version(Context& ctx, const Command& cmd) {
 }
 
 // Whole-process state.
-asio::awaitable<void> show_state(Context& ctx, const Command& cmd) {
+Task<void> show_state(Context& ctx, const Command& cmd) {
     bool paused = ctx.rt.is_paused("*");
     ResultSet rs({{"key"}, {"value"}});
     rs.add({cell("active"), cell(paused ? "no" : "yes")});
@@ -39,7 +40,7 @@ asio::awaitable<void> show_state(Context& ctx, const Command& cmd) {
 
 // PgBouncer's row names. pgrouter keeps no free lists of client or server
 // objects and no DNS cache of its own, so those rows are 0.
-asio::awaitable<void> show_lists(Context& ctx, const Command& cmd) {
+Task<void> show_lists(Context& ctx, const Command& cmd) {
     auto census = co_await take_census(ctx.worker);
     auto snap = ctx.rt.snapshot();
     auto pools = ctx.rt.pools->all();
@@ -77,7 +78,7 @@ asio::awaitable<void> show_lists(Context& ctx, const Command& cmd) {
 
 // The objects pgrouter keeps per connection and per pool (allocated one by one,
 // so nothing is "free").
-asio::awaitable<void> show_mem(Context& ctx, const Command& cmd) {
+Task<void> show_mem(Context& ctx, const Command& cmd) {
     auto census = co_await take_census(ctx.worker);
     auto pools = ctx.rt.pools->all();
     int servers = 0;
@@ -99,13 +100,13 @@ asio::awaitable<void> show_mem(Context& ctx, const Command& cmd) {
 }
 
 // pgrouter resolves through the system resolver and caches nothing: empty.
-asio::awaitable<void> show_dns_hosts(Context& ctx, const Command& cmd) {
+Task<void> show_dns_hosts(Context& ctx, const Command& cmd) {
     ResultSet rs({{"hostname"}, {"ttl", ColType::int8}, {"addrs"}});
     rs.write(ctx.out);
     co_return;
 }
 
-asio::awaitable<void> show_dns_zones(Context& ctx, const Command& cmd) {
+Task<void> show_dns_zones(Context& ctx, const Command& cmd) {
     ResultSet rs({{"zonename"}, {"serial", ColType::int8}, {"count", ColType::int4}});
     rs.write(ctx.out);
     co_return;

@@ -1,5 +1,6 @@
 // SHOW POOLS: one row per (database, user) pool, counted from the live connections.
 #include "pgrouter/admin/census.hpp"
+#include "pgrouter/util/task.hpp"
 #include "pgrouter/admin/handlers.hpp"
 
 #include "pgrouter/app/runtime.hpp"
@@ -45,7 +46,7 @@ void add_row(ResultSet& rs, const std::string& db, const std::string& user, cons
 }
 }  // namespace
 
-asio::awaitable<void> show_pools(Context& ctx, const Command& cmd) {
+Task<void> show_pools(Context& ctx, const Command& cmd) {
     auto census = co_await take_census(ctx.worker);
     auto snap = ctx.rt.snapshot();
     ResultSet rs(kPoolColumns);

@@ -1,5 +1,6 @@
 // SHOW CLIENTS, SERVERS, SOCKETS, ACTIVE_SOCKETS and FDS: one row per connection.
 #include "pgrouter/admin/census.hpp"
+#include "pgrouter/util/task.hpp"
 #include "pgrouter/admin/handlers.hpp"
 
 #include <cmath>
@@ -59,7 +60,7 @@ void finish(std::vector<Cell>& row, bool buffers, std::uint64_t id) {
 
 enum class Which { clients, servers, both, active };
 
-asio::awaitable<void> show(Context& ctx, Which which) {
+Task<void> show(Context& ctx, Which which) {
     auto census = co_await take_census(ctx.worker);
     bool buffers = which == Which::both || which == Which::active;
     ResultSet rs(columns(buffers));
@@ -83,14 +84,14 @@ asio::awaitable<void> show(Context& ctx, Which which) {
 }
 }  // namespace
 
-asio::awaitable<void> show_clients(Context& ctx, const Command& cmd) { co_await show(ctx, Which::clients); }
-asio::awaitable<void> show_servers(Context& ctx, const Command& cmd) { co_await show(ctx, Which::servers); }
-asio::awaitable<void> show_sockets(Context& ctx, const Command& cmd) { co_await show(ctx, Which::both); }
-asio::awaitable<void> show_active_sockets(Context& ctx, const Command& cmd) { co_await show(ctx, Which::active); }
+Task<void> show_clients(Context& ctx, const Command& cmd) { co_await show(ctx, Which::clients); }
+Task<void> show_servers(Context& ctx, const Command& cmd) { co_await show(ctx, Which::servers); }
+Task<void> show_sockets(Context& ctx, const Command& cmd) { co_await show(ctx, Which::both); }
+Task<void> show_active_sockets(Context& ctx, const Command& cmd) { co_await show(ctx, Which::active); }
 
 // PgBouncer passes these fds for an online restart; pgrouter restarts with
 // SO_REUSEPORT instead, so the rows are informational and never carry secrets.
-asio::awaitable<void> show_fds(Context& ctx, const Command& cmd) {
+Task<void> show_fds(Context& ctx, const Command& cmd) {
     auto census = co_await take_census(ctx.worker);
     ResultSet rs({{"fd", ColType::int4}, {"task"}, {"user"}, {"database"}, {"addr"}, {"port", ColType::int4},
                   {"cancel", ColType::int8}, {"link", ColType::int4}, {"client_encoding"}, {"std_strings"},

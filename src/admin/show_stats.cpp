@@ -1,6 +1,7 @@
 // SHOW STATS, STATS_TOTALS, STATS_AVERAGES and TOTALS. Totals count since
 // start; averages cover the last whole stats_period. Times in microseconds.
 #include "pgrouter/admin/handlers.hpp"
+#include "pgrouter/util/task.hpp"
 #include "pgrouter/admin/state.hpp"
 
 #include "pgrouter/app/runtime.hpp"
@@ -36,7 +37,7 @@ std::vector<Cell> concat(std::vector<Cell> a, const std::vector<Cell>& b) {
 }
 }  // namespace
 
-asio::awaitable<void> show_stats(Context& ctx, const Command& cmd) {
+Task<void> show_stats(Context& ctx, const Command& cmd) {
     // PgBouncer 1.18's columns, then the newer server assignment counts.
     ResultSet rs({{"database"}, num("total_xact_count"), num("total_query_count"), num("total_received"),
                   num("total_sent"), num("total_xact_time"), num("total_query_time"), num("total_wait_time"),
@@ -63,7 +64,7 @@ ResultSet per_database_columns() {
 }
 }  // namespace
 
-asio::awaitable<void> show_stats_totals(Context& ctx, const Command& cmd) {
+Task<void> show_stats_totals(Context& ctx, const Command& cmd) {
     auto rs = per_database_columns();
     for (auto& [db, t] : totals_by_database(ctx.rt)) {
         auto row = concat({cell(db)}, total_cells(t));
@@ -74,7 +75,7 @@ asio::awaitable<void> show_stats_totals(Context& ctx, const Command& cmd) {
     co_return;
 }
 
-asio::awaitable<void> show_stats_averages(Context& ctx, const Command& cmd) {
+Task<void> show_stats_averages(Context& ctx, const Command& cmd) {
     auto rs = per_database_columns();
     auto f = figures(ctx.rt);
     for (auto& [db, a] : f.averages) {
@@ -87,7 +88,7 @@ asio::awaitable<void> show_stats_averages(Context& ctx, const Command& cmd) {
 }
 
 // SHOW STATS summed over all databases, one figure per row (PgBouncer 1.18's row names).
-asio::awaitable<void> show_totals(Context& ctx, const Command& cmd) {
+Task<void> show_totals(Context& ctx, const Command& cmd) {
     auto f = figures(ctx.rt);
     stats::Totals t;
     Averages a;

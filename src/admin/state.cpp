@@ -1,5 +1,6 @@
 // The stats_period sampler behind SHOW STATS averages.
 #include "pgrouter/admin/state.hpp"
+#include "pgrouter/util/task.hpp"
 
 #include "pgrouter/admin/admin.hpp"
 #include "pgrouter/app/runtime.hpp"
@@ -30,13 +31,13 @@ void add(stats::Totals& a, const stats::Totals& b) {
 // Counters only grow; a pool that went away makes a difference negative: clamp.
 std::uint64_t diff(std::uint64_t to, std::uint64_t from) { return to > from ? to - from : 0; }
 
-asio::awaitable<void> sampler(app::Runtime& rt, std::shared_ptr<State> st, asio::any_io_executor ex) {
+Task<void> sampler(app::Runtime& rt, std::shared_ptr<State> st, asio::any_io_executor ex) {
     asio::steady_timer t(ex);
     for (;;) {
         double period = rt.snapshot()->config->settings.stats_period;
         t.expires_after(std::chrono::duration_cast<asio::steady_timer::duration>(
             std::chrono::duration<double>(period > 0 ? period : 60.0)));
-        auto [ec] = co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+        auto [ec] = co_await t.async_wait(task_token);
         if (ec) co_return;
         st->sample(rt);
     }

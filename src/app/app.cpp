@@ -1,4 +1,5 @@
 #include "pgrouter/app/app.hpp"
+#include "pgrouter/util/task.hpp"
 
 #include "cluster_manager.hpp"
 
@@ -41,7 +42,7 @@
 namespace pgrouter::app {
 
 namespace {
-constexpr auto token = asio::as_tuple(asio::use_awaitable);
+constexpr auto token = task_token;
 using tcp = asio::ip::tcp;
 using unix_proto = asio::local::stream_protocol;
 
@@ -73,7 +74,7 @@ struct App::Impl {
     std::uint64_t trimmed_at = 0;  // client_frees at the last malloc_trim
     int exit_code = 0;
 
-    asio::awaitable<void> accept_tcp(Worker& w, tcp::acceptor& acc) {
+    Task<void> accept_tcp(Worker& w, tcp::acceptor& acc) {
         for (;;) {
             auto [ec, sock] = co_await acc.async_accept(w.ctx(), token);
             if (ec == asio::error::operation_aborted || rt.shutting_down.load()) co_return;
@@ -90,7 +91,7 @@ struct App::Impl {
         }
     }
 
-    asio::awaitable<void> accept_unix(Worker& w, unix_proto::acceptor& acc) {
+    Task<void> accept_unix(Worker& w, unix_proto::acceptor& acc) {
         std::size_t next = 0;
         for (;;) {
             auto [ec, sock] = co_await acc.async_accept(w.ctx(), token);
@@ -147,7 +148,7 @@ struct App::Impl {
         }
     }
 
-    asio::awaitable<void> janitor(Worker& w) {
+    Task<void> janitor(Worker& w) {
         asio::steady_timer t(w.ctx());
         for (;;) {
             t.expires_after(std::chrono::seconds(1));
@@ -329,7 +330,7 @@ struct App::Impl {
         asio::co_spawn(control, wait_for_drain(), asio::detached);
     }
 
-    asio::awaitable<void> wait_for_drain() {
+    Task<void> wait_for_drain() {
         auto limit = rt.snapshot()->config->settings.shutdown_timeout;
         auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(limit > 0 ? limit : 1e9);
         asio::steady_timer t(control);
@@ -360,7 +361,7 @@ struct App::Impl {
         control.stop();
     }
 
-    asio::awaitable<void> signals() {
+    Task<void> signals() {
         asio::signal_set sigs(control, SIGHUP, SIGINT, SIGTERM);
         sigs.add(SIGQUIT);
         sigs.add(SIGUSR1);

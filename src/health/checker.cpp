@@ -1,4 +1,5 @@
 #include "pgrouter/health/checker.hpp"
+#include "pgrouter/util/task.hpp"
 
 #include "pgrouter/app/runtime.hpp"
 #include "pgrouter/pool/pool.hpp"
@@ -22,7 +23,7 @@ using Clock = std::chrono::steady_clock;
 using routing::BackendState;
 using routing::Health;
 using routing::HostPort;
-constexpr auto token = asio::as_tuple(asio::use_awaitable);
+constexpr auto token = task_token;
 
 std::optional<std::uint64_t> parse_lsn(std::string_view s) {
     auto slash = s.find('/');
@@ -71,9 +72,9 @@ struct Checker::Impl {
     std::thread thread;
     std::map<std::string, std::shared_ptr<Loop>> loops;  // ctx thread only
 
-    asio::awaitable<Health> check(std::shared_ptr<Loop> loop, std::shared_ptr<Probe> p);
-    asio::awaitable<void> run_probe(std::shared_ptr<Loop> loop, std::shared_ptr<Probe> p);
-    asio::awaitable<void> run_loop(std::shared_ptr<Loop> loop);
+    Task<Health> check(std::shared_ptr<Loop> loop, std::shared_ptr<Probe> p);
+    Task<void> run_probe(std::shared_ptr<Loop> loop, std::shared_ptr<Probe> p);
+    Task<void> run_loop(std::shared_ptr<Loop> loop);
     void stop_loop(Loop& l) {
         l.stopped = true;
         l.timer.cancel();
@@ -85,7 +86,7 @@ struct Checker::Impl {
     }
 };
 
-asio::awaitable<Health> Checker::Impl::check(std::shared_ptr<Loop> loop, std::shared_ptr<Probe> p) {
+Task<Health> Checker::Impl::check(std::shared_ptr<Loop> loop, std::shared_ptr<Probe> p) {
     auto cfg = loop->cluster->config();
     auto snap = rt.snapshot();
     Health h;
@@ -132,7 +133,7 @@ asio::awaitable<Health> Checker::Impl::check(std::shared_ptr<Loop> loop, std::sh
     co_return h;
 }
 
-asio::awaitable<void> Checker::Impl::run_probe(std::shared_ptr<Loop> loop, std::shared_ptr<Probe> p) {
+Task<void> Checker::Impl::run_probe(std::shared_ptr<Loop> loop, std::shared_ptr<Probe> p) {
     while (!p->stopped && !loop->stopped) {
         auto h = co_await check(loop, p);
         if (p->stopped || loop->stopped) break;
@@ -155,7 +156,7 @@ asio::awaitable<void> Checker::Impl::run_probe(std::shared_ptr<Loop> loop, std::
     if (p->conn) p->conn->close();
 }
 
-asio::awaitable<void> Checker::Impl::run_loop(std::shared_ptr<Loop> loop) {
+Task<void> Checker::Impl::run_loop(std::shared_ptr<Loop> loop) {
     while (!loop->stopped) {
         auto want = loop->cluster->backends();
         for (auto it = loop->probes.begin(); it != loop->probes.end();) {

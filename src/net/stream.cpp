@@ -1,4 +1,5 @@
 #include "pgrouter/net/stream.hpp"
+#include "pgrouter/util/task.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -13,7 +14,7 @@
 namespace pgrouter::net {
 
 namespace {
-constexpr auto token = asio::as_tuple(asio::use_awaitable);
+constexpr auto token = task_token;
 }
 
 Stream::Stream(tcp_socket s) : s_(std::move(s)) {
@@ -46,7 +47,7 @@ error_code Stream::tune(const TcpTuning& t) {
     return ec;
 }
 
-asio::awaitable<error_code> Stream::tls_handshake(asio::ssl::context& ctx,
+Task<error_code> Stream::tls_handshake(asio::ssl::context& ctx,
                                                   asio::ssl::stream_base::handshake_type type,
                                                   const std::string& sni) {
     auto* sock = std::get_if<tcp_socket>(&s_);
@@ -59,13 +60,13 @@ asio::awaitable<error_code> Stream::tls_handshake(asio::ssl::context& ctx,
     co_return ec;
 }
 
-asio::awaitable<std::tuple<error_code, std::size_t>> Stream::read_some(asio::mutable_buffer buf) {
+Task<std::tuple<error_code, std::size_t>> Stream::read_some(asio::mutable_buffer buf) {
     if (auto* s = std::get_if<tcp_socket>(&s_)) return s->async_read_some(buf, token);
     if (auto* u = std::get_if<unix_socket>(&s_)) return u->async_read_some(buf, token);
     return std::get<std::unique_ptr<ssl_stream>>(s_)->async_read_some(buf, token);
 }
 
-asio::awaitable<error_code> Stream::write_all(asio::const_buffer buf) {
+Task<error_code> Stream::write_all(asio::const_buffer buf) {
     error_code ec;
     if (auto* s = std::get_if<tcp_socket>(&s_)) {
         // Most writes fit in the socket buffer: one syscall, no suspension.

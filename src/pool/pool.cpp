@@ -1,4 +1,5 @@
 #include "pgrouter/pool/pool.hpp"
+#include "pgrouter/util/task.hpp"
 
 #include "pgrouter/app/runtime.hpp"
 #include "pgrouter/session/errors.hpp"
@@ -14,7 +15,7 @@
 namespace pgrouter::pool {
 
 namespace {
-constexpr auto token = asio::as_tuple(asio::use_awaitable);
+constexpr auto token = task_token;
 Clock::duration secs(double s) { return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s)); }
 }  // namespace
 
@@ -173,7 +174,7 @@ bool Pool::usable(const ServerConnection& s, Clock::time_point now) const {
     return true;
 }
 
-asio::awaitable<AcquireResult> Pool::acquire(app::Worker& w, Clock::time_point deadline, const bool* stop) {
+Task<AcquireResult> Pool::acquire(app::Worker& w, Clock::time_point deadline, const bool* stop) {
     auto self = shared_from_this();
     auto& sh = *shards_[w.index()];
     auto settings_now = settings_ptr_.load();
@@ -280,7 +281,7 @@ bool Pool::check_due(const ServerConnection& s, const Settings& st, Clock::time_
     return st.server_check_delay >= 0 && now - s.last_used() > secs(st.server_check_delay);
 }
 
-asio::awaitable<bool> Pool::run_check(app::Worker& w, std::unique_ptr<ServerConnection>& s, const Settings& st) {
+Task<bool> Pool::run_check(app::Worker& w, std::unique_ptr<ServerConnection>& s, const Settings& st) {
     auto r = co_await s->query(st.server_check_query, Clock::now() + secs(std::max(1.0, st.server_connect_timeout)));
     if (r.ok && s->txn_status() == 'I') co_return true;
     s->mark_broken();
@@ -288,7 +289,7 @@ asio::awaitable<bool> Pool::run_check(app::Worker& w, std::unique_ptr<ServerConn
     co_return false;
 }
 
-asio::awaitable<AcquireResult> Pool::connect_new(app::Worker& w, Clock::time_point deadline) {
+Task<AcquireResult> Pool::connect_new(app::Worker& w, Clock::time_point deadline) {
     auto self = shared_from_this();
     auto target = target_.load();
     Settings st = settings();
@@ -510,7 +511,7 @@ void Pool::janitor(app::Worker& w) {
     // min_pool_size: open one server per tick until the pool has that many.
     if (top_up) {
         auto self = shared_from_this();
-        asio::co_spawn(w.ctx(), [self, &w]() -> asio::awaitable<void> {
+        asio::co_spawn(w.ctx(), [self, &w]() -> Task<void> {
             auto r = co_await self->connect_new(w, Clock::now() + std::chrono::seconds(30));
             if (r.server) self->release(w, std::move(r.server));
         }, asio::detached);

@@ -1,6 +1,7 @@
 // The login half of a client session: startup packet, TLS, authentication,
 // routing to a pool, and the welcome (ParameterStatus, BackendKeyData).
 #include "pgrouter/admin/admin.hpp"
+#include "pgrouter/util/task.hpp"
 #include "pgrouter/app/runtime.hpp"
 #include "pgrouter/pool/pool.hpp"
 #include "pgrouter/routing/cluster.hpp"
@@ -26,7 +27,7 @@ namespace pgrouter::session {
 
 namespace {
 using namespace boost::asio::experimental::awaitable_operators;
-constexpr auto token = asio::as_tuple(asio::use_awaitable);
+constexpr auto token = task_token;
 namespace proto = protocol;
 Clock::duration secs(double s) { return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s)); }
 
@@ -35,7 +36,7 @@ bool iequals(std::string_view a, std::string_view b) {
 }
 
 // Reads more bytes into `buf` before `deadline`; false on EOF, error or timeout.
-asio::awaitable<bool> read_more(net::Stream& s, std::string& buf, Clock::time_point deadline) {
+Task<bool> read_more(net::Stream& s, std::string& buf, Clock::time_point deadline) {
     char tmp[4096];
     asio::steady_timer timer(co_await asio::this_coro::executor, deadline);
     auto r = co_await (s.read_some(asio::buffer(tmp)) || timer.async_wait(token));
@@ -102,7 +103,7 @@ bool truthy(std::string_view v) {
 }
 }  // namespace
 
-asio::awaitable<bool> ClientSession::read_startup(Clock::time_point deadline) {
+Task<bool> ClientSession::read_startup(Clock::time_point deadline) {
     auto& rt = worker_.runtime();
     for (;;) {
         auto r = proto::decode_startup(proto::as_bytes(login_->buf));
@@ -162,7 +163,7 @@ asio::awaitable<bool> ClientSession::read_startup(Clock::time_point deadline) {
     }
 }
 
-asio::awaitable<bool> ClientSession::read_auth_message(std::string& body, Clock::time_point deadline) {
+Task<bool> ClientSession::read_auth_message(std::string& body, Clock::time_point deadline) {
     for (;;) {
         auto h = proto::decode_frontend_header(proto::as_bytes(login_->buf));
         if (h.status == proto::Decode::error || (h.status == proto::Decode::ok && h.header.type != 'p')) {
@@ -178,7 +179,7 @@ asio::awaitable<bool> ClientSession::read_auth_message(std::string& body, Clock:
     }
 }
 
-asio::awaitable<bool> ClientSession::authenticate(Clock::time_point& deadline) {
+Task<bool> ClientSession::authenticate(Clock::time_point& deadline) {
     auto& cfg = *snap_->config;
     auto& st = cfg.settings;
     const auto& ignore = st.ignore_startup_parameters;
@@ -385,7 +386,7 @@ asio::awaitable<bool> ClientSession::authenticate(Clock::time_point& deadline) {
     co_return co_await auth_password_exchange(method, deadline);
 }
 
-asio::awaitable<bool> ClientSession::auth_password_exchange(int method, Clock::time_point deadline) {
+Task<bool> ClientSession::auth_password_exchange(int method, Clock::time_point deadline) {
     auto it = snap_->users.find(user_);
     const auth::Credential* cred = it == snap_->users.end() ? nullptr : &it->second;
     std::optional<auth::Credential> queried;
@@ -398,7 +399,7 @@ asio::awaitable<bool> ClientSession::auth_password_exchange(int method, Clock::t
         queried = std::move(looked.cred);
         if (queried) cred = &*queried;
     }
-    auto denied = [&]() -> asio::awaitable<bool> {
+    auto denied = [&]() -> Task<bool> {
         co_await fail(sqlstate::invalid_password, "password authentication failed for user \"" + user_ + "\"");
         co_return false;
     };
@@ -512,7 +513,7 @@ std::shared_ptr<pool::Pool> ClientSession::pool_for(const config::DatabaseConfig
     return p;
 }
 
-asio::awaitable<ClientSession::AuthLookup> ClientSession::lookup_auth_query(Clock::time_point deadline) {
+Task<ClientSession::AuthLookup> ClientSession::lookup_auth_query(Clock::time_point deadline) {
     AuthLookup out;
     auto& cfg = *snap_->config;
     auto db = resolve_database(cfg, database_);
@@ -601,7 +602,7 @@ Clock::time_point ClientSession::failover_deadline(Clock::time_point since, Cloc
     return std::min(limit, since + secs(route_->cluster->config()->failover_timeout));
 }
 
-asio::awaitable<bool> ClientSession::choose_pool(Clock::time_point since, Clock::time_point limit) {
+Task<bool> ClientSession::choose_pool(Clock::time_point since, Clock::time_point limit) {
     // Per transaction: one load of the cluster's view; the config only when something waits or fails.
     if (route_->read_route) {
         if (auto r = route_->cluster->next_replica()) {
@@ -636,7 +637,7 @@ asio::awaitable<bool> ClientSession::choose_pool(Clock::time_point since, Clock:
     co_return true;
 }
 
-asio::awaitable<bool> ClientSession::attach(Clock::time_point deadline) {
+Task<bool> ClientSession::attach(Clock::time_point deadline) {
     auto& rt = worker_.runtime();
     auto& cfg = *snap_->config;
     auto& st = cfg.settings;

@@ -1,6 +1,7 @@
 // The serving half of a client session: link a server, forward both ways,
 // release the server at the first clean point. Login lives in client_login.cpp.
 #include "pgrouter/session/client_session.hpp"
+#include "pgrouter/util/task.hpp"
 
 #include "pgrouter/admin/admin.hpp"
 #include "pgrouter/app/runtime.hpp"
@@ -27,7 +28,7 @@
 namespace pgrouter::session {
 
 namespace {
-constexpr auto token = asio::as_tuple(asio::use_awaitable);
+constexpr auto token = task_token;
 Clock::duration secs(double s) { return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s)); }
 constexpr int kSession = 0, kStatement = 2;
 
@@ -84,13 +85,13 @@ void ClientSession::start(app::Worker& w, net::Stream s) {
     asio::co_spawn(w.ctx(), session->run(), SessionDone{session});
 }
 
-asio::awaitable<void> ClientSession::send(const std::string& bytes) {
+Task<void> ClientSession::send(const std::string& bytes) {
     if (client_broken_) co_return;
     auto ec = co_await client_.write_all(asio::buffer(bytes));
     if (ec) client_broken_ = true;
 }
 
-asio::awaitable<void> ClientSession::fail(std::string_view state, std::string message) {
+Task<void> ClientSession::fail(std::string_view state, std::string message) {
     std::string out;
     write_pooler_error(out, state, message);
     note_reason(state, std::move(message));  // logged; sent here, not again by finish()
@@ -124,7 +125,7 @@ void ClientSession::kill(std::string_view state, std::string message) {
     if (waiting_ && pool_) pool_->wake_waiter(worker_, &closing_);  // queued for a server: leave the queue now
 }
 
-asio::awaitable<void> ClientSession::run() {
+Task<void> ClientSession::run() {
     auto self = shared_from_this();
     auto snap = worker_.runtime().snapshot();
     snap_ = snap;
@@ -301,7 +302,7 @@ void ClientSession::deliver_client_read(net::error_code ec, std::size_t n) {
     if (!serve_running_) spawn_serve();
 }
 
-asio::awaitable<std::tuple<net::error_code, std::size_t>> ClientSession::wait_client_read() {
+Task<std::tuple<net::error_code, std::size_t>> ClientSession::wait_client_read() {
     return asio::async_initiate<decltype(token), void(net::error_code, std::size_t)>(
         [this](auto handler) {
             // Not operator=: Boost 1.81's move assignment recurses into itself.
@@ -316,7 +317,7 @@ void ClientSession::park() {
     asio::post(worker_.ctx(), asio::append(std::move(h), net::error_code(asio::error::would_block), std::size_t{0}));
 }
 
-asio::awaitable<void> ClientSession::serve() {
+Task<void> ClientSession::serve() {
     auto& rt = worker_.runtime();
     const bool plain = !client_.is_tls();
     for (;;) {
@@ -378,7 +379,7 @@ asio::awaitable<void> ClientSession::serve() {
 
 // One chunk from the client: scan it, link a server if needed, forward it.
 // Returns false when the session ends.
-asio::awaitable<bool> ClientSession::forward_chunk(char* data, std::size_t n, std::size_t cap) {
+Task<bool> ClientSession::forward_chunk(char* data, std::size_t n, std::size_t cap) {
     struct Resize {
         ClientSession* s;
         std::size_t n, cap;
@@ -465,7 +466,7 @@ void wake_suspended(app::Runtime& rt) {
     }
 }
 
-asio::awaitable<void> ClientSession::wait_while_suspended(const bool* stop) {
+Task<void> ClientSession::wait_while_suspended(const bool* stop) {
     auto& rt = worker_.runtime();
     // Checked and awaited on this thread with nothing in between, and RESUME clears the
     // flag before it posts the wake-up here: a RESUME cannot slip past.
@@ -473,7 +474,7 @@ asio::awaitable<void> ClientSession::wait_while_suspended(const bool* stop) {
         co_await suspend_gate(worker_.ctx()).async_wait(token);
 }
 
-asio::awaitable<bool> ClientSession::link() {
+Task<bool> ClientSession::link() {
     auto& settings = snap_->config->settings;
     double wait_limit = settings.query_wait_timeout;
     if (pool_) wait_limit = pool_->query_wait_timeout();
@@ -545,7 +546,7 @@ asio::awaitable<bool> ClientSession::link() {
     co_return true;
 }
 
-asio::awaitable<void> ClientSession::notify_waiting() {
+Task<void> ClientSession::notify_waiting() {
     auto self = shared_from_this();
     std::string out;
     protocol::write_notice_response(
@@ -560,7 +561,7 @@ void ClientSession::left_while_waiting() {
     kill(sqlstate::connection_failure, "client close request while waiting for a server");
 }
 
-asio::awaitable<bool> ClientSession::acquire_server(Clock::time_point wait_deadline) {
+Task<bool> ClientSession::acquire_server(Clock::time_point wait_deadline) {
     if (!route_) {
         auto res = co_await pool_->acquire(worker_, wait_deadline, &closing_);
         if (!res.server) {
@@ -615,7 +616,7 @@ asio::awaitable<bool> ClientSession::acquire_server(Clock::time_point wait_deadl
 }
 
 // Server -> client until the server can go back to the pool.
-asio::awaitable<void> ClientSession::pump() {
+Task<void> ClientSession::pump() {
     auto self = shared_from_this();
     struct Done {
         ClientSession* s;
@@ -729,7 +730,7 @@ asio::awaitable<void> ClientSession::pump() {
     }
 }
 
-asio::awaitable<void> ClientSession::release_server() {
+Task<void> ClientSession::release_server() {
     auto s = std::move(server_);
     // A cancel for this server still on its way must not hit its next client.
     for (int i = 0; i < 500 && s->cancel_gate()->in_flight > 0; ++i) {
@@ -753,7 +754,7 @@ asio::awaitable<void> ClientSession::release_server() {
     park();  // between transactions: the serving coroutine, waiting on the client, can end
 }
 
-asio::awaitable<void> ClientSession::reset_and_release(std::shared_ptr<pool::Pool> pool, app::Worker& w,
+Task<void> ClientSession::reset_and_release(std::shared_ptr<pool::Pool> pool, app::Worker& w,
                                                        std::unique_ptr<ServerConnection> server, std::string sql) {
     auto r = co_await server->query(sql, Clock::now() + std::chrono::seconds(10));
     if (!r.ok || server->txn_status() != 'I') server->mark_broken();
@@ -761,7 +762,7 @@ asio::awaitable<void> ClientSession::reset_and_release(std::shared_ptr<pool::Poo
     pool->release(w, std::move(server));
 }
 
-asio::awaitable<void> ClientSession::finish() {
+Task<void> ClientSession::finish() {
     // Wait for the pump to end. After a Terminate behind messages still being answered
     // it goes on until they are (the client gets them; query_timeout and kills still
     // apply) and stops by itself; otherwise it is stopped now.

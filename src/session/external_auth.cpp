@@ -1,4 +1,5 @@
 #include "pgrouter/session/external_auth.hpp"
+#include "pgrouter/util/task.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/as_tuple.hpp>
@@ -47,7 +48,7 @@ AnswerGate& answer_gate() {
 // deadline): a check that has not answered by then is abandoned (its answer, when it
 // comes, is dropped), and one still queued then is never started. `check` owns what
 // it uses: the awaiting coroutine may be gone when it runs.
-asio::awaitable<ExternalAuthResult> run_blocking(std::function<ExternalAuthResult()> check,
+Task<ExternalAuthResult> run_blocking(std::function<ExternalAuthResult()> check,
                                                  std::chrono::steady_clock::time_point deadline,
                                                  CheckCanceller* cancel) {
     auto ex = co_await asio::this_coro::executor;
@@ -86,7 +87,7 @@ asio::awaitable<ExternalAuthResult> run_blocking(std::function<ExternalAuthResul
             pending->timer->cancel();
         });
     });
-    co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+    co_await timer.async_wait(task_token);
     if (!pending->done) {
         if (std::chrono::steady_clock::now() < deadline)
             co_return ExternalAuthResult{false, "the login ended while the check was running"};
@@ -345,7 +346,7 @@ void stop_external_checks() {
     gate.open = false;
 }
 
-asio::awaitable<ExternalAuthResult> pam_check(const std::string& service, const std::string& user,
+Task<ExternalAuthResult> pam_check(const std::string& service, const std::string& user,
                                               const std::string& password, const std::string& rhost,
                                               std::chrono::steady_clock::time_point deadline,
                                               CheckCanceller* cancel) {
@@ -355,7 +356,7 @@ asio::awaitable<ExternalAuthResult> pam_check(const std::string& service, const 
     co_return co_await run_blocking(std::move(check), deadline, cancel);
 }
 
-asio::awaitable<ExternalAuthResult> ldap_check(const auth::LdapOptions& options, const std::string& user,
+Task<ExternalAuthResult> ldap_check(const auth::LdapOptions& options, const std::string& user,
                                                const std::string& password,
                                                std::chrono::steady_clock::time_point deadline,
                                                CheckCanceller* cancel, int timeout_seconds) {

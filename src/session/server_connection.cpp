@@ -1,4 +1,5 @@
 #include "pgrouter/session/server_connection.hpp"
+#include "pgrouter/util/task.hpp"
 
 #include "pgrouter/app/runtime.hpp"
 #include "pgrouter/pool/pool.hpp"
@@ -24,21 +25,21 @@ namespace pgrouter::session {
 
 namespace {
 using namespace boost::asio::experimental::awaitable_operators;
-constexpr auto token = asio::as_tuple(asio::use_awaitable);
+constexpr auto token = task_token;
 namespace proto = protocol;
 
 ServerResult fail(std::string_view state, std::string msg) { return {false, std::string(state), std::move(msg)}; }
 
 // Races `op` against a deadline; returns nullopt on timeout.
 template <class T>
-asio::awaitable<std::optional<T>> with_deadline(asio::awaitable<T> op, Clock::time_point deadline) {
+Task<std::optional<T>> with_deadline(Task<T> op, Clock::time_point deadline) {
     asio::steady_timer timer(co_await asio::this_coro::executor, deadline);
     auto r = co_await (std::move(op) || timer.async_wait(token));
     if (r.index() == 0) co_return std::get<0>(std::move(r));
     co_return std::nullopt;
 }
 
-asio::awaitable<std::pair<net::error_code, std::optional<net::Stream>>> open_stream(const pool::Target& t) {
+Task<std::pair<net::error_code, std::optional<net::Stream>>> open_stream(const pool::Target& t) {
     auto ex = co_await asio::this_coro::executor;
     auto& io = static_cast<asio::io_context&>(asio::query(ex, asio::execution::context));
     if (t.unix_socket()) {
@@ -138,7 +139,7 @@ bool ServerConnection::unwatch() {
     return true;
 }
 
-asio::awaitable<std::tuple<net::error_code, std::size_t>> ServerConnection::read_some(asio::mutable_buffer buf) {
+Task<std::tuple<net::error_code, std::size_t>> ServerConnection::read_some(asio::mutable_buffer buf) {
     if (!watch_ || !watch_->armed) return stream_.read_some(buf);
     assert(buf.data() == io_buf_.get() && buf.size() == kIoBuffer);  // where the pending read reads
     watch_->armed = false;  // the pending read is the caller's now
@@ -159,13 +160,13 @@ void ServerConnection::update_param(const std::string& name, const std::string& 
     params_.set(name, value);
 }
 
-asio::awaitable<std::pair<std::unique_ptr<ServerConnection>, ServerResult>> ServerConnection::connect(
+Task<std::pair<std::unique_ptr<ServerConnection>, ServerResult>> ServerConnection::connect(
     app::Worker& w, const pool::Target& target, const std::optional<std::pair<auth::Bytes, auth::Bytes>>& scram_keys,
     Clock::time_point deadline) {
     return connect(w.runtime(), target, scram_keys, deadline);
 }
 
-asio::awaitable<std::pair<std::unique_ptr<ServerConnection>, ServerResult>> ServerConnection::connect(
+Task<std::pair<std::unique_ptr<ServerConnection>, ServerResult>> ServerConnection::connect(
     app::Runtime& rt, const pool::Target& target, const std::optional<std::pair<auth::Bytes, auth::Bytes>>& scram_keys,
     Clock::time_point deadline) {
     using Ret = std::pair<std::unique_ptr<ServerConnection>, ServerResult>;
@@ -280,7 +281,7 @@ std::optional<std::string> ServerConnection::session_attrs_mismatch(config::Targ
     return std::nullopt;
 }
 
-asio::awaitable<bool> ServerConnection::read_message(char& type, Clock::time_point deadline) {
+Task<bool> ServerConnection::read_message(char& type, Clock::time_point deadline) {
     for (;;) {
         auto h = proto::decode_backend_header(proto::as_bytes(rbuf_));
         if (h.status == proto::Decode::error) co_return false;
@@ -297,7 +298,7 @@ asio::awaitable<bool> ServerConnection::read_message(char& type, Clock::time_poi
     }
 }
 
-asio::awaitable<ServerResult> ServerConnection::login(const pool::Target& target,
+Task<ServerResult> ServerConnection::login(const pool::Target& target,
                                                       const std::optional<std::pair<auth::Bytes, auth::Bytes>>& scram_keys,
                                                       Clock::time_point deadline) {
     std::string out;
@@ -401,7 +402,7 @@ asio::awaitable<ServerResult> ServerConnection::login(const pool::Target& target
     }
 }
 
-asio::awaitable<ServerResult> ServerConnection::query(const std::string& sql, Clock::time_point deadline) {
+Task<ServerResult> ServerConnection::query(const std::string& sql, Clock::time_point deadline) {
     if (!unwatch()) co_return fail(sqlstate::connection_failure, "server closed the connection while idle");
     std::string out;
     proto::write_query(out, sql);
@@ -432,7 +433,7 @@ asio::awaitable<ServerResult> ServerConnection::query(const std::string& sql, Cl
     }
 }
 
-asio::awaitable<ServerConnection::Rows> ServerConnection::query_rows(const std::string& sql,
+Task<ServerConnection::Rows> ServerConnection::query_rows(const std::string& sql,
                                                                      Clock::time_point deadline) {
     Rows out;
     if (!unwatch()) {
@@ -485,7 +486,7 @@ asio::awaitable<ServerConnection::Rows> ServerConnection::query_rows(const std::
     }
 }
 
-asio::awaitable<void> ServerConnection::send_cancel(asio::any_io_executor ex, std::string host, int port,
+Task<void> ServerConnection::send_cancel(asio::any_io_executor ex, std::string host, int port,
                                                     std::uint32_t pid, std::uint32_t key) {
     pool::Target t;
     t.host = host;

@@ -1,6 +1,7 @@
 // The Prometheus exposition text: pools, clients by state, per-database
 // counters and histograms, process figures.
 #include "pgrouter/stats/metrics.hpp"
+#include "pgrouter/util/task.hpp"
 
 #include "pgrouter/admin/admin.hpp"
 #include "pgrouter/admin/census.hpp"
@@ -210,7 +211,7 @@ void append_histogram(std::string& out, std::string_view name, std::string_view 
     fmt::format_to(it, "{}_count{{{}}} {}\n", name, labels, cumulative);
 }
 
-asio::awaitable<std::string> render_metrics(app::Worker& self) {
+Task<std::string> render_metrics(app::Worker& self) {
     auto& rt = self.runtime();
     struct Parts {
         std::mutex m;

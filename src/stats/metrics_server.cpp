@@ -1,6 +1,7 @@
 // metrics_listen: a small HTTP/1.1 server (Beast) on worker 0 answering
 // GET /metrics. Requests are bounded in size and time; keep-alive is honoured.
 #include "pgrouter/stats/metrics.hpp"
+#include "pgrouter/util/task.hpp"
 
 #include "pgrouter/app/runtime.hpp"
 #include "pgrouter/config/config.hpp"
@@ -30,7 +31,7 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = asio::ip::tcp;
-constexpr auto token = asio::as_tuple(asio::use_awaitable);
+constexpr auto token = task_token;
 
 constexpr std::size_t kMaxRequestBytes = 8 * 1024;    // headers; a GET has no body
 constexpr auto kReadDeadline = std::chrono::seconds(10);  // a whole request, or keep-alive idle time
@@ -77,7 +78,7 @@ http::response<http::string_body> answer(const http::request<http::empty_body>& 
     return res;
 }
 
-asio::awaitable<void> serve(std::shared_ptr<Server> srv, tcp::socket sock) {
+Task<void> serve(std::shared_ptr<Server> srv, tcp::socket sock) {
     beast::tcp_stream stream(std::move(sock));
     beast::flat_buffer buffer(kMaxRequestBytes);
     for (;;) {
@@ -103,7 +104,7 @@ asio::awaitable<void> serve(std::shared_ptr<Server> srv, tcp::socket sock) {
     stream.socket().shutdown(tcp::socket::shutdown_send, ec);
 }
 
-asio::awaitable<void> accept_loop(std::shared_ptr<Server> srv) {
+Task<void> accept_loop(std::shared_ptr<Server> srv) {
     for (;;) {
         auto [ec, sock] = co_await srv->acceptor.async_accept(token);
         if (ec == asio::error::operation_aborted) co_return;

@@ -1,5 +1,6 @@
 // The stats line logged every stats_period, as PgBouncer's.
 #include "pgrouter/stats/metrics.hpp"
+#include "pgrouter/util/task.hpp"
 
 #include "pgrouter/app/runtime.hpp"
 #include "pgrouter/pool/pool.hpp"
@@ -38,7 +39,7 @@ Totals sum_all(app::Runtime& rt) {
     return t;
 }
 
-asio::awaitable<void> stats_logger(app::Runtime& rt) {
+Task<void> stats_logger(app::Runtime& rt) {
     asio::steady_timer t(co_await asio::this_coro::executor);
     auto prev = sum_all(rt);
     auto prev_at = std::chrono::steady_clock::now();
@@ -46,7 +47,7 @@ asio::awaitable<void> stats_logger(app::Runtime& rt) {
         double period = rt.snapshot()->config->settings.stats_period;
         t.expires_after(std::chrono::duration_cast<asio::steady_timer::duration>(
             std::chrono::duration<double>(period > 0 ? period : 60.0)));
-        auto [ec] = co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+        auto [ec] = co_await t.async_wait(task_token);
         if (ec) co_return;
         auto now = std::chrono::steady_clock::now();
         auto cur = sum_all(rt);

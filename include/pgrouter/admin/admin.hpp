@@ -2,6 +2,7 @@
 // PAUSE, RESUME, RELOAD... over the simple query protocol.
 #pragma once
 
+#include "pgrouter/util/task.hpp"
 #include "pgrouter/net/stream.hpp"
 
 #include <boost/asio/awaitable.hpp>
@@ -37,7 +38,7 @@ struct ConsoleClient {
 // Runs the console on an authenticated client: sends AuthenticationOk, the
 // ParameterStatus set, BackendKeyData and ReadyForQuery, then serves commands
 // until the client leaves. `pending` holds bytes already read from the client.
-boost::asio::awaitable<void> run_console(app::Worker& w, net::Stream& client, ConsoleClient who,
+Task<void> run_console(app::Worker& w, net::Stream& client, ConsoleClient who,
                                          std::string pending);
 
 // Starts what the console keeps between sessions (the stats_period sampler, on

@@ -3,6 +3,7 @@
 // the console awaits all the descriptions without blocking any worker.
 #pragma once
 
+#include "pgrouter/util/task.hpp"
 #include "pgrouter/session/client_session.hpp"
 
 #include <boost/asio/awaitable.hpp>
@@ -64,10 +65,10 @@ struct Census {
 // suspension. Callers pass named objects: GCC 12 mishandles temporaries with
 // destructors inside a co_await expression.
 using WorkerFn = std::function<void(app::Worker&)>;
-asio::awaitable<bool> on_every_worker(app::Worker& self, const WorkerFn& fn,
+Task<bool> on_every_worker(app::Worker& self, const WorkerFn& fn,
                                       std::chrono::milliseconds limit = std::chrono::seconds(5));
 
-asio::awaitable<Census> take_census(app::Worker& self);
+Task<Census> take_census(app::Worker& self);
 
 // "0x2a": PgBouncer's ptr/link columns, from the shared connection id.
 std::string ptr_text(std::uint64_t id);

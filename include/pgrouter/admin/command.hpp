@@ -2,6 +2,7 @@
 // runs in, the result-set builder, and the registration tables (commands.cpp).
 #pragma once
 
+#include "pgrouter/util/task.hpp"
 #include "pgrouter/admin/admin.hpp"
 
 #include <boost/asio/awaitable.hpp>
@@ -102,7 +103,7 @@ struct Context {
     void complete(std::string_view tag);
 };
 
-using Handler = asio::awaitable<void> (*)(Context&, const Command&);
+using Handler = Task<void> (*)(Context&, const Command&);
 
 struct Entry {
     std::string_view name;   // upper case
@@ -117,7 +118,7 @@ std::span<const Entry> show_commands();
 std::string_view help_text();
 
 // Runs one query: parses, checks access, dispatches, writes the reply to ctx.out.
-asio::awaitable<void> execute(Context& ctx, std::string_view sql);
+Task<void> execute(Context& ctx, std::string_view sql);
 
 // An error for a command that has the wrong arguments.
 void invalid_command(Context& ctx, const Command& cmd);

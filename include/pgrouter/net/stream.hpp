@@ -1,6 +1,7 @@
 // A byte stream to a client or a server: TCP, unix socket, or TLS over TCP.
 #pragma once
 
+#include "pgrouter/util/task.hpp"
 #include "pgrouter/net/tcp_tuning.hpp"
 
 #include <boost/asio/awaitable.hpp>
@@ -38,12 +39,12 @@ public:
     Stream& operator=(Stream&&) = default;
 
     // Wraps the TCP socket in TLS and runs the handshake (client or server role).
-    asio::awaitable<error_code> tls_handshake(asio::ssl::context& ctx, asio::ssl::stream_base::handshake_type type,
+    Task<error_code> tls_handshake(asio::ssl::context& ctx, asio::ssl::stream_base::handshake_type type,
                                               const std::string& sni);
     // Not a coroutine itself: it hands back Asio's own operation, so a parked
     // read costs no extra frame.
-    asio::awaitable<std::tuple<error_code, std::size_t>> read_some(asio::mutable_buffer buf);
-    asio::awaitable<error_code> write_all(asio::const_buffer buf);
+    Task<std::tuple<error_code, std::size_t>> read_some(asio::mutable_buffer buf);
+    Task<error_code> write_all(asio::const_buffer buf);
     // Non-blocking attempt to write everything; returns bytes written (may be partial).
     std::size_t try_write(asio::const_buffer buf, error_code& ec);
 

@@ -3,6 +3,7 @@
 // count, waiters and limits sit behind one mutex taken only on the slow path.
 #pragma once
 
+#include "pgrouter/util/task.hpp"
 #include "pgrouter/auth/auth.hpp"
 #include "pgrouter/config/config.hpp"
 #include "pgrouter/stats/counters.hpp"
@@ -127,7 +128,7 @@ public:
 
     // Runs on worker `w`: an idle server of this worker, a new one, a migrated one, or an error.
     // A caller waiting in the queue gives up when `*stop` is true at a wake-up (see wake_waiter).
-    asio::awaitable<AcquireResult> acquire(app::Worker& w, Clock::time_point deadline, const bool* stop = nullptr);
+    Task<AcquireResult> acquire(app::Worker& w, Clock::time_point deadline, const bool* stop = nullptr);
     // On worker `w`: wakes the queued acquire() of that `stop` flag (just set by its
     // caller), so that it leaves the queue now rather than at its deadline.
     void wake_waiter(app::Worker& w, const bool* stop);
@@ -196,14 +197,14 @@ private:
     static std::unique_ptr<ServerConnection> take_idle(Shard& sh, bool round_robin);
     bool try_reserve_slot_locked(bool allow_reserve);
     void release_slot_locked();
-    asio::awaitable<AcquireResult> connect_new(app::Worker& w, Clock::time_point deadline);
+    Task<AcquireResult> connect_new(app::Worker& w, Clock::time_point deadline);
     bool usable(const ServerConnection& s, Clock::time_point now) const;
     // Before handing out a server that may have sat idle (on this worker's list or
     // another's): usable and silent while idle (peeking when due), else discarded
     // (`s` emptied); then, once idle past server_check_delay, server_check_query.
     bool vetted(app::Worker& w, std::unique_ptr<ServerConnection>& s, const Settings& st, Clock::time_point now);
     bool check_due(const ServerConnection& s, const Settings& st, Clock::time_point now) const;
-    asio::awaitable<bool> run_check(app::Worker& w, std::unique_ptr<ServerConnection>& s, const Settings& st);
+    Task<bool> run_check(app::Worker& w, std::unique_ptr<ServerConnection>& s, const Settings& st);
     // Hands `s` to the oldest waiter (moving it to the waiter's worker); false when none waits.
     bool deliver(app::Worker& w, std::unique_ptr<ServerConnection>& s);
     void grant_slot_to_waiter_locked();

@@ -3,6 +3,7 @@
 // (server -> client) run on the same worker thread and share this object.
 #pragma once
 
+#include "pgrouter/util/task.hpp"
 #include "pgrouter/app/runtime.hpp"
 #include "pgrouter/auth/auth.hpp"
 #include "pgrouter/config/config.hpp"
@@ -88,23 +89,23 @@ public:
     std::shared_ptr<pool::Pool> pool() const { return pool_; }
 
 private:
-    asio::awaitable<void> run();
-    asio::awaitable<bool> read_startup(Clock::time_point deadline);
+    Task<void> run();
+    Task<bool> read_startup(Clock::time_point deadline);
     // Moves `deadline` on by the time a login spent held by SUSPEND.
-    asio::awaitable<bool> authenticate(Clock::time_point& deadline);
-    asio::awaitable<bool> attach(Clock::time_point deadline);
+    Task<bool> authenticate(Clock::time_point& deadline);
+    Task<bool> attach(Clock::time_point deadline);
     static std::optional<config::DatabaseConfig> resolve_database(const config::Config& cfg, const std::string& name);
     std::shared_ptr<pool::Pool> pool_for(const config::DatabaseConfig& db, const std::string& user,
                                          const std::string& backend = {});
     // Cluster databases: points pool_ at the primary's pool (waiting for a writable
     // primary until failover_timeout after `since`, and never past `limit`) or at the
     // next usable replica's pool.
-    asio::awaitable<bool> choose_pool(Clock::time_point since, Clock::time_point limit);
+    Task<bool> choose_pool(Clock::time_point since, Clock::time_point limit);
     Clock::time_point failover_deadline(Clock::time_point since, Clock::time_point limit) const;
     std::shared_ptr<pool::Pool> replica_pool(const config::HostPort& addr);
     // Acquires a server from pool_ for the next transaction, routing and riding
     // out a failover for cluster databases.
-    asio::awaitable<bool> acquire_server(Clock::time_point wait_deadline);
+    Task<bool> acquire_server(Clock::time_point wait_deadline);
     // What auth_query said of this client's user: its secret, nothing (no such user),
     // or no answer (failed: the error the client gets, never "wrong password").
     struct AuthLookup {
@@ -112,30 +113,30 @@ private:
         bool failed = false;
         std::string sqlstate, message;
     };
-    asio::awaitable<AuthLookup> lookup_auth_query(Clock::time_point deadline);
-    asio::awaitable<bool> read_auth_message(std::string& body, Clock::time_point deadline);
-    asio::awaitable<bool> auth_password_exchange(int method, Clock::time_point deadline);
-    asio::awaitable<void> serve();
+    Task<AuthLookup> lookup_auth_query(Clock::time_point deadline);
+    Task<bool> read_auth_message(std::string& body, Clock::time_point deadline);
+    Task<bool> auth_password_exchange(int method, Clock::time_point deadline);
+    Task<void> serve();
     // Client reads on plain sockets are callback reads that outlive the serving
     // coroutine: between transactions the coroutine ends ("parks") and the pending
     // read's completion starts it again, so an idle client holds no coroutine frame.
     // TLS clients keep the coroutine's own read and never park.
     void start_client_read(char* data, std::size_t cap);
     void on_client_read(net::error_code ec, std::size_t n);
-    asio::awaitable<std::tuple<net::error_code, std::size_t>> wait_client_read();
+    Task<std::tuple<net::error_code, std::size_t>> wait_client_read();
     // Ends a serving coroutine waiting on the client between transactions.
     void park();
     void spawn_serve();
-    asio::awaitable<bool> forward_chunk(char* data, std::size_t n, std::size_t cap);
-    asio::awaitable<bool> link();
+    Task<bool> forward_chunk(char* data, std::size_t n, std::size_t cap);
+    Task<bool> link();
     // Until RESUME, or until this session ends (or *stop is set).
-    asio::awaitable<void> wait_while_suspended(const bool* stop = nullptr);
-    asio::awaitable<void> pump();
-    asio::awaitable<void> finish();
-    asio::awaitable<void> release_server();
+    Task<void> wait_while_suspended(const bool* stop = nullptr);
+    Task<void> pump();
+    Task<void> finish();
+    Task<void> release_server();
     // server_reset_query_always: runs the reset on a server its session let go, then
     // releases it (discarded when the reset fails or leaves a transaction open).
-    static asio::awaitable<void> reset_and_release(std::shared_ptr<pool::Pool> pool, app::Worker& w,
+    static Task<void> reset_and_release(std::shared_ptr<pool::Pool> pool, app::Worker& w,
                                                    std::unique_ptr<ServerConnection> server, std::string sql);
     bool releasable() const;
     // Named prepared statements (transaction/statement pooling): rewrites the
@@ -144,8 +145,8 @@ private:
     // Applies ParseComplete/CloseComplete/ReadyForQuery events of one server chunk;
     // returns the byte ranges (in held_ + chunk coordinates) to hide from the client.
     std::vector<std::pair<long, long>> track_statements(const protocol::BackendScanner::Result& r);
-    asio::awaitable<void> send(const std::string& bytes);
-    asio::awaitable<void> fail(std::string_view state, std::string message);
+    Task<void> send(const std::string& bytes);
+    Task<void> fail(std::string_view state, std::string message);
     // The first reason the session ends (pooler error and log line); later ones are ignored.
     void note_reason(std::string_view state, std::string message);
     void handle_cancel_request(std::uint32_t pid, std::uint32_t key);
@@ -281,7 +282,7 @@ private:
     bool wait_notified_ = false;       // query_wait_notify sent for the current wait
     bool notice_writing_ = false;      // that NOTICE is being written
     // query_wait_notify: tells a client queued that long that it waits for a server.
-    asio::awaitable<void> notify_waiting();
+    Task<void> notify_waiting();
     bool timeout_cancel_sent_ = false;
     bool logged_in_ = false;
     bool login_held_ = false;  // a login that arrived during SUSPEND waits for RESUME

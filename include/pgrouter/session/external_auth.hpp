@@ -5,6 +5,7 @@
 // one keeps serving its other clients.
 #pragma once
 
+#include "pgrouter/util/task.hpp"
 #include "pgrouter/auth/auth.hpp"
 
 #include <boost/asio/awaitable.hpp>
@@ -29,7 +30,7 @@ using CheckCanceller = std::function<void()>;
 // Resumes on the awaiting coroutine's executor, at the latest at `deadline` (the
 // client's login deadline: the check is then abandoned, or never started if queued),
 // or when *cancel (set during the wait) is called.
-boost::asio::awaitable<ExternalAuthResult> pam_check(const std::string& service, const std::string& user,
+Task<ExternalAuthResult> pam_check(const std::string& service, const std::string& user,
                                                      const std::string& password, const std::string& rhost,
                                                      std::chrono::steady_clock::time_point deadline,
                                                      CheckCanceller* cancel = nullptr);
@@ -37,7 +38,7 @@ boost::asio::awaitable<ExternalAuthResult> pam_check(const std::string& service,
 // PostgreSQL's LDAP authentication: a simple bind as prefix + user + suffix, or a
 // search for the user's entry (bound as binddn, or anonymously) and a bind as it.
 // Each LDAP operation is bounded by `timeout_seconds`, the whole by `deadline` (as PAM's).
-boost::asio::awaitable<ExternalAuthResult> ldap_check(const auth::LdapOptions& options, const std::string& user,
+Task<ExternalAuthResult> ldap_check(const auth::LdapOptions& options, const std::string& user,
                                                       const std::string& password,
                                                       std::chrono::steady_clock::time_point deadline,
                                                       CheckCanceller* cancel = nullptr, int timeout_seconds = 10);

@@ -2,6 +2,7 @@
 // the state the pooler tracks (parameters, backend key, age).
 #pragma once
 
+#include "pgrouter/util/task.hpp"
 #include "pgrouter/auth/auth.hpp"
 #include "pgrouter/config/config.hpp"
 #include "pgrouter/net/stream.hpp"
@@ -50,26 +51,26 @@ public:
 
     // Connects and logs in (trust, cleartext, md5, SCRAM; TLS per server_tls_sslmode).
     // `scram_keys` are used for SCRAM when the credential holds only a SCRAM secret.
-    static asio::awaitable<std::pair<std::unique_ptr<ServerConnection>, ServerResult>> connect(
+    static Task<std::pair<std::unique_ptr<ServerConnection>, ServerResult>> connect(
         app::Worker& w, const pool::Target& target,
         const std::optional<std::pair<auth::Bytes, auth::Bytes>>& scram_keys, Clock::time_point deadline);
     // The same from any thread's executor (the health checker).
-    static asio::awaitable<std::pair<std::unique_ptr<ServerConnection>, ServerResult>> connect(
+    static Task<std::pair<std::unique_ptr<ServerConnection>, ServerResult>> connect(
         app::Runtime& rt, const pool::Target& target,
         const std::optional<std::pair<auth::Bytes, auth::Bytes>>& scram_keys, Clock::time_point deadline);
 
     // Runs `sql` with the simple protocol and reads up to ReadyForQuery, tracking
     // ParameterStatus. Responses are not forwarded anywhere.
-    asio::awaitable<ServerResult> query(const std::string& sql, Clock::time_point deadline);
+    Task<ServerResult> query(const std::string& sql, Clock::time_point deadline);
 
     // Like query(), keeping the rows (text format) of a small result (auth_query).
     struct Rows : ServerResult {
         std::vector<std::vector<std::optional<std::string>>> rows;
     };
-    asio::awaitable<Rows> query_rows(const std::string& sql, Clock::time_point deadline);
+    Task<Rows> query_rows(const std::string& sql, Clock::time_point deadline);
 
     // Sends a CancelRequest for this server's backend on a new connection.
-    static asio::awaitable<void> send_cancel(asio::any_io_executor ex, std::string host, int port,
+    static Task<void> send_cancel(asio::any_io_executor ex, std::string host, int port,
                                              std::uint32_t pid, std::uint32_t key);
 
     net::Stream& stream() { return stream_; }
@@ -117,7 +118,7 @@ public:
     bool spoke_while_idle(bool peek);
     // Server -> client bytes (the session's pump): takes over the idle watch's pending
     // read when there is one, so `buf` must be io_buffer().
-    asio::awaitable<std::tuple<net::error_code, std::size_t>> read_some(asio::mutable_buffer buf);
+    Task<std::tuple<net::error_code, std::size_t>> read_some(asio::mutable_buffer buf);
     // Takes the socket back from the idle watch (before a pooler query or a move to
     // another worker); false, and broken, when the server spoke meanwhile.
     bool unwatch();
@@ -125,11 +126,11 @@ public:
     std::unordered_set<std::string>& prepared() { return prepared_; }
 
 private:
-    asio::awaitable<ServerResult> login(const pool::Target& target,
+    Task<ServerResult> login(const pool::Target& target,
                                         const std::optional<std::pair<auth::Bytes, auth::Bytes>>& scram_keys,
                                         Clock::time_point deadline);
     // Reads one whole message into `type`/`body_`; false on error or deadline.
-    asio::awaitable<bool> read_message(char& type, Clock::time_point deadline);
+    Task<bool> read_message(char& type, Clock::time_point deadline);
 
     net::Stream stream_;
     std::uint64_t id_;

@@ -3,6 +3,7 @@
 // every stats_period.
 #pragma once
 
+#include "pgrouter/util/task.hpp"
 #include "pgrouter/stats/counters.hpp"
 
 #include <boost/asio/awaitable.hpp>
@@ -24,7 +25,7 @@ std::string start_metrics_server(app::Runtime& rt, const std::string& listen);
 
 // The exposition text (format 0.0.4); gathers client states from every worker.
 // Runs on worker `self`.
-boost::asio::awaitable<std::string> render_metrics(app::Worker& self);
+Task<std::string> render_metrics(app::Worker& self);
 
 // Appends one histogram's samples: cumulative `le` buckets from the
 // non-cumulative `counts` (bounds kBuckets, then +Inf), _sum and _count.

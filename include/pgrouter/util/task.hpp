@@ -1,0 +1,24 @@
+#pragma once
+// The coroutine type of everything that runs on a worker's io_context.
+//
+// Asio's default awaitable<T> carries an any_io_executor: every co_await of an I/O
+// operation then copies, type-erases and re-dispatches through it. Naming the
+// io_context's own executor type removes that from each step of the hot path
+// (a transaction makes a dozen of them). Discovery, which runs on strands, keeps
+// Asio's default.
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+namespace pgrouter {
+
+using IoExecutor = boost::asio::io_context::executor_type;
+
+template <class T = void>
+using Task = boost::asio::awaitable<T, IoExecutor>;
+
+// The completion token of a Task: (error_code, ...) as a tuple, never an exception.
+inline constexpr auto task_token = boost::asio::as_tuple(boost::asio::use_awaitable_t<IoExecutor>{});
+
+}  // namespace pgrouter
