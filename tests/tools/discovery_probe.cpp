@@ -12,6 +12,7 @@
 //   [  5.000] stopped
 // It stops after --seconds (default 3600) or, with --until-eof, when stdin reaches end of file;
 // stop() is called from a thread other than the one running the io_context.
+#include "pgrouter/util/frame_alloc.hpp"  // first, as in the precompiled header of pgrouter_core
 #include "pgrouter/discovery/discovery.hpp"
 #include "pgrouter/routing/topology.hpp"
 
