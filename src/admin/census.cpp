@@ -145,7 +145,7 @@ Task<bool> on_every_worker(app::Worker& self, const WorkerFn& fn,
                                       std::chrono::milliseconds limit) {
     struct Join {
         explicit Join(asio::io_context& ctx, int n) : done(ctx), left(n) {}
-        asio::steady_timer done;  // on self: cancelled when the last worker reports
+        Timer done;  // on self: cancelled when the last worker reports
         std::mutex m;
         int left;
     };

@@ -195,7 +195,7 @@ std::optional<std::string> optional_database_arg(Context& ctx, const Command& cm
 }
 
 Task<void> sleep_for(Context& ctx, std::chrono::milliseconds d) {
-    asio::steady_timer t(ctx.worker.ctx(), d);
+    Timer t(ctx.worker.ctx(), d);
     co_await t.async_wait(task_token);
 }
 

@@ -31,11 +31,11 @@ void add(stats::Totals& a, const stats::Totals& b) {
 // Counters only grow; a pool that went away makes a difference negative: clamp.
 std::uint64_t diff(std::uint64_t to, std::uint64_t from) { return to > from ? to - from : 0; }
 
-Task<void> sampler(app::Runtime& rt, std::shared_ptr<State> st, asio::any_io_executor ex) {
-    asio::steady_timer t(ex);
+Task<void> sampler(app::Runtime& rt, std::shared_ptr<State> st, IoExecutor ex) {
+    Timer t(ex);
     for (;;) {
         double period = rt.snapshot()->config->settings.stats_period;
-        t.expires_after(std::chrono::duration_cast<asio::steady_timer::duration>(
+        t.expires_after(std::chrono::duration_cast<Timer::duration>(
             std::chrono::duration<double>(period > 0 ? period : 60.0)));
         auto [ec] = co_await t.async_wait(task_token);
         if (ec) co_return;

@@ -80,7 +80,7 @@ struct App::Impl {
             if (ec == asio::error::operation_aborted || rt.shutting_down.load()) co_return;
             if (ec) {
                 spdlog::warn("accept failed: {}", ec.message());
-                asio::steady_timer t(w.ctx(), std::chrono::milliseconds(100));
+                Timer t(w.ctx(), std::chrono::milliseconds(100));
                 co_await t.async_wait(token);
                 continue;
             }
@@ -97,7 +97,7 @@ struct App::Impl {
             auto [ec, sock] = co_await acc.async_accept(w.ctx(), token);
             if (ec == asio::error::operation_aborted || rt.shutting_down.load()) co_return;
             if (ec) {
-                asio::steady_timer t(w.ctx(), std::chrono::milliseconds(100));
+                Timer t(w.ctx(), std::chrono::milliseconds(100));
                 co_await t.async_wait(token);
                 continue;
             }
@@ -149,7 +149,7 @@ struct App::Impl {
     }
 
     Task<void> janitor(Worker& w) {
-        asio::steady_timer t(w.ctx());
+        Timer t(w.ctx());
         for (;;) {
             t.expires_after(std::chrono::seconds(1));
             co_await t.async_wait(token);
@@ -333,7 +333,7 @@ struct App::Impl {
     Task<void> wait_for_drain() {
         auto limit = rt.snapshot()->config->settings.shutdown_timeout;
         auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(limit > 0 ? limit : 1e9);
-        asio::steady_timer t(control);
+        Timer t(control);
         while (rt.client_count.load() > 0 && std::chrono::steady_clock::now() < deadline) {
             t.expires_after(std::chrono::milliseconds(100));
             co_await t.async_wait(token);

@@ -48,7 +48,7 @@ namespace {
 struct Probe {
     explicit Probe(asio::io_context& ctx, HostPort a) : addr(std::move(a)), timer(ctx) {}
     HostPort addr;
-    asio::steady_timer timer;
+    Timer timer;
     std::unique_ptr<session::ServerConnection> conn;
     bool stopped = false;
     BackendState last = BackendState::checking;
@@ -57,7 +57,7 @@ struct Probe {
 struct Loop {
     explicit Loop(asio::io_context& ctx, std::shared_ptr<routing::Cluster> c) : cluster(std::move(c)), timer(ctx) {}
     std::shared_ptr<routing::Cluster> cluster;
-    asio::steady_timer timer;
+    Timer timer;
     std::map<HostPort, std::shared_ptr<Probe>> probes;
     bool stopped = false;
 };
@@ -197,7 +197,7 @@ void Checker::stop() {
         impl_->loops.clear();
         impl_->guard.reset();
         // A connect in progress may take up to its deadline: do not wait for it at exit.
-        auto t = std::make_shared<asio::steady_timer>(impl_->ctx, std::chrono::milliseconds(300));
+        auto t = std::make_shared<Timer>(impl_->ctx, std::chrono::milliseconds(300));
         t->async_wait([this, t](const boost::system::error_code&) { impl_->ctx.stop(); });
     });
     impl_->thread.join();

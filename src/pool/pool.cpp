@@ -23,7 +23,7 @@ Clock::duration secs(double s) { return std::chrono::duration_cast<Clock::durati
 struct Pool::Waiter {
     explicit Waiter(app::Worker& w) : worker(&w), timer(w.ctx()), since(Clock::now()) {}
     app::Worker* worker;
-    asio::steady_timer timer;
+    Timer timer;
     Clock::time_point since;
     std::unique_ptr<ServerConnection> server;  // delivered server
     bool slot = false;                         // or: permission to connect a new one

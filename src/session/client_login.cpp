@@ -38,7 +38,7 @@ bool iequals(std::string_view a, std::string_view b) {
 // Reads more bytes into `buf` before `deadline`; false on EOF, error or timeout.
 Task<bool> read_more(net::Stream& s, std::string& buf, Clock::time_point deadline) {
     char tmp[4096];
-    asio::steady_timer timer(co_await asio::this_coro::executor, deadline);
+    Timer timer(co_await asio::this_coro::executor, deadline);
     auto r = co_await (s.read_some(asio::buffer(tmp)) || timer.async_wait(token));
     if (r.index() != 0) co_return false;
     auto [ec, n] = std::get<0>(r);
@@ -630,7 +630,7 @@ Task<bool> ClientSession::choose_pool(Clock::time_point since, Clock::time_point
                  "no writable primary in cluster \"" + route_->cluster->name() + "\": " + v->hold_reason);
             co_return false;
         }
-        asio::steady_timer t(worker_.ctx(), step);
+        Timer t(worker_.ctx(), step);
         co_await t.async_wait(token);
         step = std::min(step * 2, std::chrono::milliseconds(100));
     }

@@ -108,9 +108,9 @@ namespace {
 // One per worker thread: the sessions and logins waiting out a SUSPEND wait on it;
 // RESUME cancels it on every worker, a kill on its own. Never destroyed: a wait may
 // still be pending on it when the worker's thread ends.
-asio::steady_timer& suspend_gate(asio::io_context& ctx) {
-    thread_local asio::steady_timer* gate = nullptr;
-    if (!gate) gate = new asio::steady_timer(ctx, asio::steady_timer::time_point::max());
+Timer& suspend_gate(asio::io_context& ctx) {
+    thread_local Timer* gate = nullptr;
+    if (!gate) gate = new Timer(ctx, Timer::time_point::max());
     return *gate;
 }
 }  // namespace
@@ -305,8 +305,7 @@ void ClientSession::deliver_client_read(net::error_code ec, std::size_t n) {
 Task<std::tuple<net::error_code, std::size_t>> ClientSession::wait_client_read() {
     return asio::async_initiate<decltype(token), void(net::error_code, std::size_t)>(
         [this](auto handler) {
-            // Not operator=: Boost 1.81's move assignment recurses into itself.
-            asio::any_completion_handler<void(net::error_code, std::size_t)>(std::move(handler)).swap(active().read_taker);
+            active().read_taker = util::ReadHandler(std::move(handler));
         },
         token);
 }
@@ -490,14 +489,14 @@ Task<bool> ClientSession::link() {
             kill(sqlstate::query_canceled, "query_wait_timeout");
             co_return false;
         }
-        asio::steady_timer t(worker_.ctx(), std::chrono::milliseconds(50));
+        Timer t(worker_.ctx(), std::chrono::milliseconds(50));
         co_await t.async_wait(token);
     }
     bool got = co_await acquire_server(a.wait_started + secs(wait));
     waiting_ = false;
     // A query_wait_notify NOTICE still being written goes out whole before anything else.
     while (notice_writing_) {  // also when killed: kill() cancels it, so it ends at once
-        asio::steady_timer t(worker_.ctx(), std::chrono::milliseconds(1));
+        Timer t(worker_.ctx(), std::chrono::milliseconds(1));
         co_await t.async_wait(token);
     }
     auto& counters = pool_->counters(worker_.index());
@@ -606,7 +605,7 @@ Task<bool> ClientSession::acquire_server(Clock::time_point wait_deadline) {
         if (unreachable && to_primary && Clock::now() < failover_deadline(since, wait_deadline) && !closing_) {
             // The primary may be going down before discovery says so: wait for the next one.
             route_->cluster->wake_checker();
-            asio::steady_timer t(worker_.ctx(), std::chrono::milliseconds(100));
+            Timer t(worker_.ctx(), std::chrono::milliseconds(100));
             co_await t.async_wait(token);
             continue;
         }
@@ -734,7 +733,7 @@ Task<void> ClientSession::release_server() {
     auto s = std::move(server_);
     // A cancel for this server still on its way must not hit its next client.
     for (int i = 0; i < 500 && s->cancel_gate()->in_flight > 0; ++i) {
-        asio::steady_timer t(worker_.ctx(), std::chrono::milliseconds(10));
+        Timer t(worker_.ctx(), std::chrono::milliseconds(10));
         co_await t.async_wait(token);
     }
     if (s->cancel_gate()->in_flight > 0) s->mark_broken();
@@ -774,7 +773,7 @@ Task<void> ClientSession::finish() {
             client_.cancel();  // a pump blocked writing to a client that stopped reading
         }
         auto& a = active();
-        if (!a.pump_done) a.pump_done = std::make_unique<asio::steady_timer>(worker_.ctx());
+        if (!a.pump_done) a.pump_done = std::make_unique<Timer>(worker_.ctx());
         a.pump_done->expires_after(std::chrono::seconds(30));
         co_await a.pump_done->async_wait(token);
     }

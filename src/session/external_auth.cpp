@@ -57,11 +57,11 @@ Task<ExternalAuthResult> run_blocking(std::function<ExternalAuthResult()> check,
     struct Pending {
         ExternalAuthResult result;
         bool done = false;                   // worker thread only
-        asio::steady_timer* timer = nullptr;  // this frame's, while `abandoned` is false
+        Timer* timer = nullptr;  // this frame's, while `abandoned` is false
         std::atomic<bool> abandoned{false};
     };
     auto pending = std::make_shared<Pending>();
-    asio::steady_timer timer(ex, deadline);  // woken by the answer, or expiring at the deadline
+    Timer timer(ex, deadline);  // woken by the answer, or expiring at the deadline
     pending->timer = &timer;
     // However this frame ends (answer, deadline, or destroyed with its event loop), a
     // later answer must not touch it.

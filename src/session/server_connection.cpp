@@ -5,8 +5,8 @@
 #include "pgrouter/pool/pool.hpp"
 #include "pgrouter/protocol/protocol.hpp"
 #include "pgrouter/session/errors.hpp"
+#include "pgrouter/util/read_handler.hpp"
 
-#include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/append.hpp>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/connect.hpp>
@@ -33,7 +33,7 @@ ServerResult fail(std::string_view state, std::string msg) { return {false, std:
 // Races `op` against a deadline; returns nullopt on timeout.
 template <class T>
 Task<std::optional<T>> with_deadline(Task<T> op, Clock::time_point deadline) {
-    asio::steady_timer timer(co_await asio::this_coro::executor, deadline);
+    Timer timer(co_await asio::this_coro::executor, deadline);
     auto r = co_await (std::move(op) || timer.async_wait(token));
     if (r.index() == 0) co_return std::get<0>(std::move(r));
     co_return std::nullopt;
@@ -86,7 +86,7 @@ struct ServerConnection::IdleWatch {
     bool done = false;   // the read finished: bytes, EOF or an error
     net::error_code ec;
     std::size_t n = 0;
-    asio::any_completion_handler<void(net::error_code, std::size_t)> taker;  // read_some's waiting pump
+    util::ReadHandler taker;  // read_some's waiting pump
 };
 
 void ServerConnection::watch_idle() {
@@ -149,8 +149,7 @@ Task<std::tuple<net::error_code, std::size_t>> ServerConnection::read_some(asio:
                 auto ex = asio::get_associated_executor(handler);
                 asio::post(ex, asio::append(std::move(handler), w->ec, w->n));
             } else {
-                // Not operator=: Boost 1.81's move assignment recurses into itself.
-                asio::any_completion_handler<void(net::error_code, std::size_t)>(std::move(handler)).swap(w->taker);
+                w->taker = util::ReadHandler(std::move(handler));
             }
         },
         token);

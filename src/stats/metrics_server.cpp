@@ -110,7 +110,7 @@ Task<void> accept_loop(std::shared_ptr<Server> srv) {
         if (ec == asio::error::operation_aborted) co_return;
         if (ec) {
             spdlog::warn("metrics: accept failed: {}", ec.message());
-            asio::steady_timer t(srv->worker.ctx(), std::chrono::milliseconds(100));
+            Timer t(srv->worker.ctx(), std::chrono::milliseconds(100));
             co_await t.async_wait(token);
             continue;
         }

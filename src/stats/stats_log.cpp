@@ -40,12 +40,12 @@ Totals sum_all(app::Runtime& rt) {
 }
 
 Task<void> stats_logger(app::Runtime& rt) {
-    asio::steady_timer t(co_await asio::this_coro::executor);
+    Timer t(co_await asio::this_coro::executor);
     auto prev = sum_all(rt);
     auto prev_at = std::chrono::steady_clock::now();
     for (;;) {
         double period = rt.snapshot()->config->settings.stats_period;
-        t.expires_after(std::chrono::duration_cast<asio::steady_timer::duration>(
+        t.expires_after(std::chrono::duration_cast<Timer::duration>(
             std::chrono::duration<double>(period > 0 ? period : 60.0)));
         auto [ec] = co_await t.async_wait(task_token);
         if (ec) co_return;

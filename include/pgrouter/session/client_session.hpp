@@ -3,6 +3,7 @@
 // (server -> client) run on the same worker thread and share this object.
 #pragma once
 
+#include "pgrouter/util/read_handler.hpp"
 #include "pgrouter/util/task.hpp"
 #include "pgrouter/app/runtime.hpp"
 #include "pgrouter/auth/auth.hpp"
@@ -12,7 +13,6 @@
 #include "pgrouter/session/params.hpp"
 #include "pgrouter/util/intern.hpp"
 
-#include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/steady_timer.hpp>
 
@@ -245,14 +245,14 @@ private:
         ExpectQueue expect;
         int syncs_sent = 0, rfq_seen = 0;  // per link
         std::string held;                   // server bytes held back (partial header)
-        std::unique_ptr<asio::steady_timer> pump_done;  // made when finish() waits for the pump
+        std::unique_ptr<Timer> pump_done;  // made when finish() waits for the pump
         Clock::time_point query_started, last_ready, xact_started, wait_started;
         // The client read (plain sockets): where it reads, its result when it
         // finished while nobody waited, and the serving coroutine waiting for it.
         char* read_buf = nullptr;
         std::size_t read_cap = 0, read_n = 0;
         net::error_code read_ec;
-        asio::any_completion_handler<void(net::error_code, std::size_t)> read_taker;
+        util::ReadHandler read_taker;
         // From a slab of their own: when many clients go idle together, the memory
         // goes back to the OS rather than staying as holes among the sessions.
         static void* operator new(std::size_t n);

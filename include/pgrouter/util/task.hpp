@@ -8,8 +8,11 @@
 // Asio's default.
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/basic_waitable_timer.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_awaitable.hpp>
+
+#include <chrono>
 
 namespace pgrouter {
 
@@ -17,6 +20,11 @@ using IoExecutor = boost::asio::io_context::executor_type;
 
 template <class T = void>
 using Task = boost::asio::awaitable<T, IoExecutor>;
+
+// A steady-clock timer on the same executor type (Timer's any_io_executor
+// would type-erase every wait again).
+using Timer = boost::asio::basic_waitable_timer<std::chrono::steady_clock, boost::asio::wait_traits<std::chrono::steady_clock>,
+                                                IoExecutor>;
 
 // The completion token of a Task: (error_code, ...) as a tuple, never an exception.
 inline constexpr auto task_token = boost::asio::as_tuple(boost::asio::use_awaitable_t<IoExecutor>{});
