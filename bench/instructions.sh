@@ -8,10 +8,11 @@
 #   CLIENTS="10 100" TX=300 PROTOCOLS="simple extended" bench/instructions.sh
 #   POOLERS="pgrouter pgrouter-b" PGROUTER_BIN_B=/tmp/pgrouter-old bench/instructions.sh   # A/B
 #
-# Each point is two runs of the pooler under callgrind, each from its start to its exit:
-# one with a warm-up only (WARMUP_TX transactions per client), one with the warm-up and
-# then TX more per client. The difference of the two counts, divided by clients * TX, is
-# the cost of a transaction with start-up, connections and shut-down taken out.
+# Each point is two runs of the pooler under callgrind, each from its start to its exit,
+# each with the same two pgbench runs (so the same logins): a warm-up (WARMUP_TX
+# transactions per client), then BASE_TX per client in one and BASE_TX + TX in the other.
+# The difference of the two counts, divided by clients * TX, is the cost of a
+# transaction with start-up, logins and shut-down taken out.
 # CALLGRIND_KEEP=DIR keeps the measured runs' profiles there (callgrind_annotate reads them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,7 @@ source scripts/lib.sh
 CLIENTS=${CLIENTS:-"10 100"}
 TX=${TX:-300}
 WARMUP_TX=${WARMUP_TX:-20}
+BASE_TX=${BASE_TX:-10}
 SCRIPT=${SCRIPT:-select-only}
 PROTOCOLS=${PROTOCOLS:-"simple extended"}
 POOLERS=${POOLERS:-"pgbouncer pgrouter"}
@@ -142,7 +144,7 @@ count() {
   start_pooler "$name"
   local pid=${PID[$name]}
   pgbench_run "$name" "$c" "$WARMUP_TX" "$proto"
-  [ "$tx" -gt 0 ] && pgbench_run "$name" "$c" "$tx" "$proto"
+  pgbench_run "$name" "$c" $((BASE_TX + tx)) "$proto"
   stop_pid "$pid" 60
   unset "PID[$name]"
   local dump

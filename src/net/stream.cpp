@@ -91,6 +91,29 @@ Task<error_code> Stream::write_all(asio::const_buffer buf) {
     co_return ec2;
 }
 
+bool Stream::write_now(asio::const_buffer& buf, error_code& ec) {
+    ec = {};
+    if (std::holds_alternative<std::unique_ptr<ssl_stream>>(s_)) return false;
+    std::size_t done = try_write(buf, ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) ec = {};
+    if (ec) return true;
+    buf += done;
+    return buf.size() == 0;
+}
+
+Task<error_code> Stream::write_rest(asio::const_buffer buf) {
+    if (auto* s = std::get_if<tcp_socket>(&s_)) {
+        auto [ec, n] = co_await asio::async_write(*s, buf, token);
+        co_return ec;
+    }
+    if (auto* u = std::get_if<unix_socket>(&s_)) {
+        auto [ec, n] = co_await asio::async_write(*u, buf, token);
+        co_return ec;
+    }
+    auto [ec, n] = co_await asio::async_write(*std::get<std::unique_ptr<ssl_stream>>(s_), buf, token);
+    co_return ec;
+}
+
 std::size_t Stream::try_write(asio::const_buffer buf, error_code& ec) {
     if (auto* s = std::get_if<tcp_socket>(&s_)) return s->write_some(buf, ec);
     if (auto* u = std::get_if<unix_socket>(&s_)) return u->write_some(buf, ec);

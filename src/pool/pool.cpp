@@ -267,6 +267,29 @@ Task<AcquireResult> Pool::acquire(app::Worker& w, Clock::time_point deadline, co
     }
 }
 
+std::unique_ptr<ServerConnection> Pool::take_ready_idle(app::Worker& w) {
+    auto& sh = *shards_[w.index()];
+    if (sh.idle.empty()) return nullptr;
+    auto settings_now = settings_ptr_.load();
+    const Settings& st = *settings_now;
+    while (!sh.idle.empty()) {
+        auto s = take_idle(sh, st.round_robin);
+        auto now = Clock::now();
+        if (!vetted(w, s, st, now)) continue;
+        if (check_due(*s, st, now)) {
+            // acquire() runs the check: back where take_idle() will find it next.
+            if (st.round_robin)
+                sh.idle.insert(sh.idle.begin(), std::move(s));
+            else
+                sh.idle.push_back(std::move(s));
+            sh.idle_count.fetch_add(1);
+            return nullptr;
+        }
+        return s;
+    }
+    return nullptr;
+}
+
 bool Pool::vetted(app::Worker& w, std::unique_ptr<ServerConnection>& s, const Settings& st, Clock::time_point now) {
     // A server idle for a while may have been terminated meanwhile: look first.
     if (usable(*s, now) &&

@@ -43,6 +43,7 @@ bool ParamSet::set(std::string_view name, std::string_view v) {
 
 std::string build_sync_sql(const ParamSet& want, const ParamSet& have) {
     std::string sql;
+    if (want.same_as(have)) return sql;  // the usual case: clients alike, servers in step
     for (std::size_t i = 0; i < kTrackedParams.size(); ++i) {
         auto w = want.get(i);
         if (!w || w == have.get(i)) continue;

@@ -427,13 +427,15 @@ Task<bool> ClientSession::forward_chunk(char* data, std::size_t n, std::size_t c
         if (capture && r.messages.empty() && r.items.size() == 1) {
             // Nothing to rewrite (a simple Query, unnamed statements): forward in place.
             auto& it = r.items.front();
-            wec = co_await server_->stream().write_all(asio::buffer(buf.data + it.begin, it.end - it.begin));
+            asio::const_buffer out(buf.data + it.begin, it.end - it.begin);
+            if (!server_->stream().write_now(out, wec)) wec = co_await server_->stream().write_rest(out);
         } else if (capture) {
             std::string out;
             rewrite_statements(buf.data, r, out);
             wec = co_await server_->stream().write_all(asio::buffer(out));
         } else {
-            wec = co_await server_->stream().write_all(asio::buffer(buf.data, r.forward));
+            asio::const_buffer out(buf.data, r.forward);
+            if (!server_->stream().write_now(out, wec)) wec = co_await server_->stream().write_rest(out);
         }
         writing_ = false;
         if (wec) {
@@ -562,6 +564,10 @@ void ClientSession::left_while_waiting() {
 
 Task<bool> ClientSession::acquire_server(Clock::time_point wait_deadline) {
     if (!route_) {
+        if (auto idle = pool_->take_ready_idle(worker_)) {
+            server_ = std::move(idle);
+            co_return true;
+        }
         auto res = co_await pool_->acquire(worker_, wait_deadline, &closing_);
         if (!res.server) {
             kill(res.sqlstate.empty() ? sqlstate::connection_failure : std::string_view(res.sqlstate), res.message);
@@ -707,7 +713,8 @@ Task<void> ClientSession::pump() {
             wec = co_await client_.write_all(asio::buffer(v));
         } else {
             pump_writing_ = true;
-            wec = co_await client_.write_all(asio::buffer(buf.data, n));
+            asio::const_buffer out(buf.data, n);
+            if (!client_.write_now(out, wec)) wec = co_await client_.write_rest(out);
         }
         pump_writing_ = false;
         if (wec) {

@@ -24,6 +24,22 @@ TEST(Params, NothingToDoWhenInStep) {
     EXPECT_EQ(build_sync_sql(ParamSet{}, b), "");  // the client asks nothing
 }
 
+TEST(Params, SameAsComparesValuesNotStorage) {
+    ParamSet a, b;
+    EXPECT_TRUE(a.same_as(b));
+    a.set("TimeZone", "UTC");
+    EXPECT_FALSE(a.same_as(b));
+    b.set("TimeZone", "UTC");
+    EXPECT_TRUE(a.same_as(b));  // equal values in two separate blobs
+    b.set("TimeZone", "UTD");   // same length, other value
+    EXPECT_FALSE(a.same_as(b));
+    EXPECT_EQ(build_sync_sql(a, b), "SET TimeZone = 'UTC';");
+    b.set("TimeZone", "UTC");
+    b.set("application_name", "");  // present, even if empty
+    EXPECT_FALSE(a.same_as(b));
+    EXPECT_EQ(build_sync_sql(a, b), "");  // but nothing `a` asks for differs
+}
+
 TEST(Params, SetsOnlyWhatDiffersWithQuoting) {
     ParamSet want, have;
     want.set("application_name", "it's a\\b");

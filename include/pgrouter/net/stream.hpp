@@ -45,6 +45,12 @@ public:
     // read costs no extra frame.
     Task<std::tuple<error_code, std::size_t>> read_some(asio::mutable_buffer buf);
     Task<error_code> write_all(asio::const_buffer buf);
+    // The hot path's write, in two steps so that the usual case costs no coroutine frame:
+    // write_now() writes what the socket takes at once and returns true when that was
+    // everything (or the write failed: `ec`); otherwise `buf` is left at what remains,
+    // for write_rest(), which waits for the socket (TLS: all of it goes there).
+    bool write_now(asio::const_buffer& buf, error_code& ec);
+    Task<error_code> write_rest(asio::const_buffer buf);
     // Non-blocking attempt to write everything; returns bytes written (may be partial).
     std::size_t try_write(asio::const_buffer buf, error_code& ec);
 

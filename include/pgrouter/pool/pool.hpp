@@ -129,6 +129,9 @@ public:
     // Runs on worker `w`: an idle server of this worker, a new one, a migrated one, or an error.
     // A caller waiting in the queue gives up when `*stop` is true at a wake-up (see wake_waiter).
     Task<AcquireResult> acquire(app::Worker& w, Clock::time_point deadline, const bool* stop = nullptr);
+    // acquire()'s first step without a coroutine: an idle server of this worker that
+    // needs no server_check_query, or null (then acquire() does the rest).
+    std::unique_ptr<ServerConnection> take_ready_idle(app::Worker& w);
     // On worker `w`: wakes the queued acquire() of that `stop` flag (just set by its
     // caller), so that it leaves the queue now rather than at its deadline.
     void wake_waiter(app::Worker& w, const bool* stop);

@@ -36,6 +36,12 @@ public:
     bool set(std::string_view name, std::string_view v);  // false when not tracked
     // Uses the thread's copy of an equal set of values (util::intern) from now on.
     void share();
+    // The same values set (a quick test: one comparison of the packed values).
+    bool same_as(const ParamSet& o) const {
+        if (present_ != o.present_ || end_ != o.end_) return false;
+        if (blob_ == o.blob_) return true;
+        return blob_ && o.blob_ && *blob_ == *o.blob_;
+    }
 
 private:
     std::shared_ptr<const std::string> blob_;                  // the values, in index order
