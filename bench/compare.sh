@@ -75,7 +75,11 @@ cleanup() {
   local p
   for p in "${!PID[@]}"; do stop_pid "${PID[$p]}" 10; done
   pg_stop "$WORK/pg"
-  [ -n "$WATCHDOG" ] && pkill -P "$WATCHDOG" 2>/dev/null; [ -n "$WATCHDOG" ] && kill "$WATCHDOG" 2>/dev/null
+  # The watchdog may be gone already: under set -e a failed kill here would skip the rest.
+  if [ -n "$WATCHDOG" ]; then
+    pkill -P "$WATCHDOG" 2>/dev/null || true
+    kill "$WATCHDOG" 2>/dev/null || true
+  fi
   rm -rf "$WORK"
   exit "$rc"
 }
