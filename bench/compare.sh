@@ -75,19 +75,14 @@ cleanup() {
   local p
   for p in "${!PID[@]}"; do stop_pid "${PID[$p]}" 10; done
   pg_stop "$WORK/pg"
-  # The watchdog may be gone already: under set -e a failed kill here would skip the rest.
-  if [ -n "$WATCHDOG" ]; then
-    pkill -P "$WATCHDOG" 2>/dev/null || true
-    kill "$WATCHDOG" 2>/dev/null || true
-  fi
+  stop_watchdog
   rm -rf "$WORK"
   exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'warn "stopped (signal or BENCH_TIMEOUT=${BENCH_TIMEOUT}s)"; exit 143' TERM
-(sleep "$BENCH_TIMEOUT" && kill -TERM $$) >/dev/null 2>&1 &  # not holding our stdout (a pipe) open
-WATCHDOG=$!
+start_watchdog "$BENCH_TIMEOUT"
 
 # --------------------------------------------------------------------------- PostgreSQL
 PGPORT=$(free_port 20000 30000)

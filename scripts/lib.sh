@@ -145,6 +145,21 @@ wait_port() {
   return 1
 }
 
+# start_watchdog SECONDS: SIGTERM this script after SECONDS (a whole-run deadline); sets WATCHDOG.
+# The subshell does not hold our stdout, which may be a pipe someone waits on.
+start_watchdog() {
+  (sleep "$1" && kill -TERM $$) >/dev/null 2>&1 &
+  WATCHDOG=$!
+}
+
+# stop_watchdog: never fails, also when the watchdog has gone already (EXIT traps run
+# under set -e, where a failed kill would skip the rest of the cleanup).
+stop_watchdog() {
+  [ -n "${WATCHDOG:-}" ] || return 0
+  pkill -P "$WATCHDOG" 2>/dev/null || true
+  kill "$WATCHDOG" 2>/dev/null || true
+}
+
 # stop_pid PID [GRACE]: SIGTERM, wait up to GRACE seconds (default 10), then SIGKILL.
 stop_pid() {
   local pid=$1 grace=${2:-10} i

@@ -179,12 +179,12 @@ Task<AcquireResult> Pool::acquire(app::Worker& w, Clock::time_point deadline, co
     auto& sh = *shards_[w.index()];
     auto settings_now = settings_ptr_.load();
     const Settings& st = *settings_now;
-    // Fast path: an idle server on this worker.
+    // Fast path: an idle server on this worker; one due for server_check_query is checked first.
     while (!sh.idle.empty()) {
-        auto s = take_idle(sh, st.round_robin);
-        auto now = Clock::now();
-        if (!vetted(w, s, st, now)) continue;
-        if (check_due(*s, st, now) && !co_await run_check(w, s, st)) continue;
+        if (auto s = take_ready_idle(w)) co_return AcquireResult{std::move(s), {}, {}};
+        if (sh.idle.empty()) break;
+        auto s = take_idle(sh, st.round_robin);  // the one take_ready_idle() left for its check
+        if (!co_await run_check(w, s, st)) continue;
         co_return AcquireResult{std::move(s), {}, {}};
     }
     std::shared_ptr<Waiter> waiter;
