@@ -98,47 +98,13 @@ as_postgres "$PG_BINDIR/pgbench" -h "$WORK" -p "$PGPORT" -U postgres -i -q -s "$
 printf '"postgres" ""\n' >"$WORK/userlist.txt"
 
 write_pgbouncer_ini() {
-  cat >"$WORK/pgbouncer.ini" <<EOF
-[databases]
-bench = host=127.0.0.1 port=$PGPORT dbname=bench
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = ${PORT[pgbouncer]}
-unix_socket_dir =
-auth_type = trust
-auth_file = $WORK/userlist.txt
-pool_mode = transaction
-default_pool_size = $POOL_SIZE
-max_client_conn = $MAX_CLIENT_CONN
-log_connections = 0
-log_disconnections = 0
-server_tls_sslmode = disable
-EOF
+  bench_pgbouncer_ini "${PORT[pgbouncer]}" "$PGPORT" "$WORK/userlist.txt" "$POOL_SIZE" "$MAX_CLIENT_CONN" \
+    >"$WORK/pgbouncer.ini"
 }
 
 write_pgrouter_toml() {  # name
-  cat >"$WORK/$1.toml" <<EOF
-[pgrouter]
-listen_addr = "127.0.0.1"
-listen_port = ${PORT[$1]}
-unix_socket_dir = ""
-auth_type = "trust"
-auth_file = "$WORK/userlist.txt"
-pool_mode = "transaction"
-default_pool_size = $POOL_SIZE
-max_client_conn = $MAX_CLIENT_CONN
-log_connections = false
-log_disconnections = false
-workers = $PGROUTER_WORKERS
-
-[tls]
-server_tls_sslmode = "disable"
-
-[databases.bench]
-host = "127.0.0.1"
-port = $PGPORT
-dbname = "bench"
-EOF
+  bench_pgrouter_toml "${PORT[$1]}" "$PGPORT" "$WORK/userlist.txt" "$POOL_SIZE" "$MAX_CLIENT_CONN" \
+    "$PGROUTER_WORKERS" >"$WORK/$1.toml"
 }
 
 start_pooler() {

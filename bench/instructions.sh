@@ -75,21 +75,7 @@ start_pooler() {  # name
   local vg=(valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.$name.%p")
   case "$name" in
     pgbouncer)
-      cat >"$WORK/pgbouncer.ini" <<EOF
-[databases]
-bench = host=127.0.0.1 port=$PGPORT dbname=bench
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $port
-unix_socket_dir =
-auth_type = trust
-auth_file = $WORK/userlist.txt
-pool_mode = transaction
-default_pool_size = $POOL_SIZE
-max_client_conn = 2000
-log_connections = 0
-log_disconnections = 0
-EOF
+      bench_pgbouncer_ini "$port" "$PGPORT" "$WORK/userlist.txt" "$POOL_SIZE" 2000 >"$WORK/pgbouncer.ini"
       [ "$(id -u)" -eq 0 ] && chown "$PG_OS_USER" "$WORK/pgbouncer.ini"
       "${AS_PG_EXEC[@]}" "${vg[@]}" "$PGBOUNCER_BIN" "$WORK/pgbouncer.ini" >"$WORK/$name.log" 2>&1 &
       ;;
@@ -97,28 +83,8 @@ EOF
       local bin=$PGROUTER_BIN
       [ "$name" = pgrouter-b ] && bin=$PGROUTER_BIN_B
       [ -x "$bin" ] || die "$name: ${bin:-PGROUTER_BIN_B} missing"
-      cat >"$WORK/$name.toml" <<EOF
-[pgrouter]
-listen_addr = "127.0.0.1"
-listen_port = $port
-unix_socket_dir = ""
-auth_type = "trust"
-auth_file = "$WORK/userlist.txt"
-pool_mode = "transaction"
-default_pool_size = $POOL_SIZE
-max_client_conn = 2000
-log_connections = false
-log_disconnections = false
-workers = $PGROUTER_WORKERS
-
-[tls]
-server_tls_sslmode = "disable"
-
-[databases.bench]
-host = "127.0.0.1"
-port = $PGPORT
-dbname = "bench"
-EOF
+      bench_pgrouter_toml "$port" "$PGPORT" "$WORK/userlist.txt" "$POOL_SIZE" 2000 "$PGROUTER_WORKERS" \
+        >"$WORK/$name.toml"
       "${vg[@]}" "$bin" "$WORK/$name.toml" >"$WORK/$name.log" 2>&1 &
       ;;
     *) die "unknown pooler $name" ;;

@@ -160,6 +160,54 @@ stop_watchdog() {
   kill "$WATCHDOG" 2>/dev/null || true
 }
 
+# The benchmarks' pooler configs, the same for every script that compares them: database
+# "bench" on 127.0.0.1:PGPORT, transaction pooling, trust, no TLS, no connection logging.
+# bench_pgbouncer_ini PORT PGPORT AUTH_FILE POOL_SIZE MAX_CLIENT_CONN        (to stdout)
+bench_pgbouncer_ini() {
+  cat <<EOF
+[databases]
+bench = host=127.0.0.1 port=$2 dbname=bench
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $1
+unix_socket_dir =
+auth_type = trust
+auth_file = $3
+pool_mode = transaction
+default_pool_size = $4
+max_client_conn = $5
+log_connections = 0
+log_disconnections = 0
+server_tls_sslmode = disable
+EOF
+}
+
+# bench_pgrouter_toml PORT PGPORT AUTH_FILE POOL_SIZE MAX_CLIENT_CONN WORKERS  (to stdout)
+bench_pgrouter_toml() {
+  cat <<EOF
+[pgrouter]
+listen_addr = "127.0.0.1"
+listen_port = $1
+unix_socket_dir = ""
+auth_type = "trust"
+auth_file = "$3"
+pool_mode = "transaction"
+default_pool_size = $4
+max_client_conn = $5
+log_connections = false
+log_disconnections = false
+workers = $6
+
+[tls]
+server_tls_sslmode = "disable"
+
+[databases.bench]
+host = "127.0.0.1"
+port = $2
+dbname = "bench"
+EOF
+}
+
 # stop_pid PID [GRACE]: SIGTERM, wait up to GRACE seconds (default 10), then SIGKILL.
 stop_pid() {
   local pid=$1 grace=${2:-10} i
