@@ -405,7 +405,7 @@ Task<bool> ClientSession::forward_chunk(char* data, std::size_t n, std::size_t c
     pending_ += r.sync_points;
     bool capture = a.fscan.capture();
     if (capture ? !r.items.empty() : r.forward > 0) {
-        if (!server_) {
+        if (!server_ && !link_now()) {
             if (!co_await link()) co_return false;
             if (closing_) {
                 // Killed while it waited: what it sent never reaches the server, which
@@ -494,20 +494,19 @@ Task<bool> ClientSession::link() {
         Timer t(worker_.ctx(), std::chrono::milliseconds(50));
         co_await t.async_wait(token);
     }
-    bool got = co_await acquire_server(a.wait_started + secs(wait));
+    bool got = server_ != nullptr;  // taken by link_now(), with parameters to re-sync
+    if (!got) got = co_await acquire_server(a.wait_started + secs(wait));
     waiting_ = false;
     // A query_wait_notify NOTICE still being written goes out whole before anything else.
     while (notice_writing_) {  // also when killed: kill() cancels it, so it ends at once
         Timer t(worker_.ctx(), std::chrono::milliseconds(1));
         co_await t.async_wait(token);
     }
-    auto& counters = pool_->counters(worker_.index());
-    auto waited = static_cast<std::uint64_t>(
-        std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - a.wait_started).count());
-    stats::Counters::add(counters.wait_time_us, waited);
-    stats::Counters::add(counters.wait_hist[stats::bucket_of(waited)], 1);
-    if (!got) co_return false;
-    stats::Counters::add(counters.server_assignments, 1);
+    if (!got) {
+        count_wait(Clock::now() - a.wait_started);
+        co_return false;
+    }
+    count_assignment(Clock::now() - a.wait_started);
     // Given a server during SUSPEND (one released by a session that finished its
     // answer): nothing goes to it before RESUME. A kill meanwhile leaves it clean
     // (the caller sees closing_ and the server goes back unused).
@@ -534,6 +533,36 @@ Task<bool> ClientSession::link() {
         if (!again) co_return false;
         if (closing_) co_return true;
     }
+    start_pump();
+    co_return true;
+}
+
+bool ClientSession::link_now() {
+    auto& rt = worker_.runtime();
+    if (closing_ || route_ || rt.suspended.load(std::memory_order_relaxed) || rt.is_paused(database_)) return false;
+    auto idle = pool_->take_ready_idle(worker_);
+    if (!idle) return false;
+    server_ = std::move(idle);
+    if (!build_sync_sql(client_params_, server_->params()).empty()) return false;  // link() re-syncs it
+    count_assignment(Clock::duration::zero());
+    start_pump();
+    return true;
+}
+
+void ClientSession::count_wait(Clock::duration waited) {
+    auto& counters = pool_->counters(worker_.index());
+    auto us = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(waited).count());
+    stats::Counters::add(counters.wait_time_us, us);
+    stats::Counters::add(counters.wait_hist[stats::bucket_of(us)], 1);
+}
+
+void ClientSession::count_assignment(Clock::duration waited) {
+    count_wait(waited);
+    stats::Counters::add(pool_->counters(worker_.index()).server_assignments, 1);
+}
+
+void ClientSession::start_pump() {
+    auto& a = *act_;
     a.bscan.reset();
     a.expect.clear();
     a.held.clear();
@@ -544,7 +573,6 @@ Task<bool> ClientSession::link() {
     asio::co_spawn(worker_.ctx(), pump(), [self](std::exception_ptr e) {
         if (e) spdlog::error("client {}: pump ended by exception", self->id());
     });
-    co_return true;
 }
 
 Task<void> ClientSession::notify_waiting() {
@@ -728,7 +756,7 @@ Task<void> ClientSession::pump() {
             co_return;
         }
         if (releasable() && !a.bscan.partial()) {
-            co_await release_server();
+            if (!release_server_now()) co_await release_server();
             co_return;
         }
         if (r.ready_for_query > 0 && !a.bscan.partial() && fast_close()) co_return;
@@ -744,6 +772,16 @@ Task<void> ClientSession::release_server() {
         co_await t.async_wait(token);
     }
     if (s->cancel_gate()->in_flight > 0) s->mark_broken();
+    hand_back(std::move(s));
+}
+
+bool ClientSession::release_server_now() {
+    if (server_->cancel_gate()->in_flight > 0) return false;
+    hand_back(std::move(server_));
+    return true;
+}
+
+void ClientSession::hand_back(std::unique_ptr<ServerConnection> s) {
     auto& st = snap_->config->settings;
     int max_prepared = st.max_prepared_statements;
     if (max_prepared > 0 && static_cast<int>(s->prepared().size()) > max_prepared) s->mark_broken();

@@ -129,11 +129,22 @@ private:
     void spawn_serve();
     Task<bool> forward_chunk(char* data, std::size_t n, std::size_t cap);
     Task<bool> link();
+    // link()'s usual case with no coroutine: not paused or suspended, an idle server of
+    // this worker ready, no parameters to re-sync. False: link() is needed (it keeps a
+    // server taken here).
+    bool link_now();
+    void count_wait(Clock::duration waited);
+    void count_assignment(Clock::duration waited);
+    void start_pump();
     // Until RESUME, or until this session ends (or *stop is set).
     Task<void> wait_while_suspended(const bool* stop = nullptr);
     Task<void> pump();
     Task<void> finish();
     Task<void> release_server();
+    // release_server()'s usual case with no coroutine (no cancel in flight). False: nothing done.
+    bool release_server_now();
+    // The rest of a release: checks, then the pool (or server_reset_query_always first).
+    void hand_back(std::unique_ptr<ServerConnection> s);
     // server_reset_query_always: runs the reset on a server its session let go, then
     // releases it (discarded when the reset fails or leaves a transaction open).
     static Task<void> reset_and_release(std::shared_ptr<pool::Pool> pool, app::Worker& w,
