@@ -68,21 +68,7 @@ declare -A PID PORT STATUS FAILS
 WATCHDOG=
 BG=
 
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  [ -n "$BG" ] && stop_pid "$BG" 5
-  local p
-  for p in "${!PID[@]}"; do stop_pid "${PID[$p]}" 10; done
-  pg_stop "$WORK/pg"
-  stop_watchdog
-  rm -rf "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'warn "stopped (signal or BENCH_TIMEOUT=${BENCH_TIMEOUT}s)"; exit 143' TERM
-start_watchdog "$BENCH_TIMEOUT"
+bench_traps "$BENCH_TIMEOUT"
 
 # --------------------------------------------------------------------------- PostgreSQL
 PGPORT=$(free_port 20000 30000)

@@ -53,20 +53,7 @@ chmod 755 "$WORK"
 declare -A PID PORT
 WATCHDOG=
 
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  local p
-  for p in "${!PID[@]}"; do stop_pid "${PID[$p]}" 20; done
-  pg_stop "$WORK/pg"
-  stop_watchdog
-  rm -rf "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'warn "stopped (signal or BENCH_TIMEOUT=${BENCH_TIMEOUT}s)"; exit 143' TERM
-start_watchdog "$BENCH_TIMEOUT"
+bench_traps "$BENCH_TIMEOUT"
 
 PGPORT=$(free_port 20000 30000)
 log "PostgreSQL 15 on $PGPORT, pgbench -i -s 1"

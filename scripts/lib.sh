@@ -160,6 +160,29 @@ stop_watchdog() {
   kill "$WATCHDOG" 2>/dev/null || true
 }
 
+# bench_traps SECONDS: the benchmark scripts' traps. On exit (or INT, TERM, or SECONDS
+# elapsed: the watchdog), bench_cleanup stops what the script started (the pids in its
+# associative array PID, and BG if set), PostgreSQL in $WORK/pg and the watchdog, removes
+# $WORK and exits with the script's status.
+bench_traps() {
+  trap bench_cleanup EXIT
+  trap 'exit 130' INT
+  trap 'warn "stopped (signal or BENCH_TIMEOUT=${BENCH_TIMEOUT}s)"; exit 143' TERM
+  start_watchdog "$1"
+}
+
+bench_cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  [ -n "${BG:-}" ] && stop_pid "$BG" 5
+  local p
+  for p in "${!PID[@]}"; do stop_pid "${PID[$p]}" 20; done
+  pg_stop "$WORK/pg"
+  stop_watchdog
+  rm -rf "$WORK"
+  exit "$rc"
+}
+
 # The benchmarks' pooler configs, the same for every script that compares them: database
 # "bench" on 127.0.0.1:PGPORT, transaction pooling, trust, no TLS, no connection logging.
 # bench_pgbouncer_ini PORT PGPORT AUTH_FILE POOL_SIZE MAX_CLIENT_CONN        (to stdout)
