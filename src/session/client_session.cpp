@@ -592,10 +592,8 @@ void ClientSession::left_while_waiting() {
 
 Task<bool> ClientSession::acquire_server(Clock::time_point wait_deadline) {
     if (!route_) {
-        if (auto idle = pool_->take_ready_idle(worker_)) {
-            server_ = std::move(idle);
-            co_return true;
-        }
+        // link_now() already tried this worker's idle servers; Pool::acquire() tries them
+        // again first (one may be back), then waits or connects.
         auto res = co_await pool_->acquire(worker_, wait_deadline, &closing_);
         if (!res.server) {
             kill(res.sqlstate.empty() ? sqlstate::connection_failure : std::string_view(res.sqlstate), res.message);
